@@ -1,0 +1,1 @@
+"""trd-edge: calibration package."""
