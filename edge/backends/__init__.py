@@ -1,0 +1,50 @@
+"""Inference backends behind one interface (see ``edge.backends.base.Backend``).
+
+``create_backend("auto" | "onnxruntime" | "tensorrt", bundle, **opts)``; the TensorRT
+backend is imported only when asked for (TensorRT and cuda-python are optional).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.backends.base import Backend, BackendError, InferTiming
+from edge.bundle import Bundle
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def create_backend(name: str, bundle: Bundle, **opts: Any) -> Backend:
+    """Create a backend for ``bundle``.
+
+    ``onnxruntime`` opts: ``precision`` (fp32|fp16), ``device`` (cpu|cuda|tensorrt|auto),
+    ``intra_op_threads``, ``warmup``. ``tensorrt`` opts: ``precision`` (fp16|fp32), ``build``
+    (build a missing engine), ``device``, ``warmup``. ``auto`` picks TensorRT when it is
+    installed and an engine for this GPU exists in the bundle, else onnxruntime on the best
+    available execution provider.
+    """
+    if name == "onnxruntime":
+        from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(bundle, **opts)
+    if name == "tensorrt":
+        from edge.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(bundle, **opts)
+    if name == "auto":
+        from edge.backends.tensorrt_backend import tensorrt_available
+
+        if tensorrt_available() and bundle.manifest.engines:
+            try:
+                return create_backend("tensorrt", bundle, precision=opts.get("precision", "fp16"))
+            except BackendError:
+                pass  # no engine for *this* GPU/TensorRT: fall through to onnxruntime
+        opts = dict(opts)
+        opts.setdefault("device", "auto")
+        if opts.get("precision") == "fp16" and not bundle.has_file("model_fp16"):
+            opts["precision"] = "fp32"
+        return create_backend("onnxruntime", bundle, **opts)
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "InferTiming", "create_backend"]

@@ -1,0 +1,382 @@
+"""Build, key, inspect and (if need be) refuse TensorRT engines for a bundle.
+
+Written against the documented TensorRT 10 / 11 Python API. TensorRT cannot be installed on the
+development machines of this project, so everything that touches ``tensorrt`` is imported
+lazily and checked on real hardware with ``deploy/check_tensorrt.py``; the pure-Python parts
+(engine key, layer-precision report, refusal rule) are unit-tested with TensorRT absent.
+
+Why strongly typed: TensorRT 11 removed weak typing (no ``BuilderFlag.FP16``), and JetPack 6
+(TensorRT 10.3) supports strongly typed networks too. The precision therefore comes from the
+ONNX itself (``model.fp16.onnx``: FP16 body, FP32 score head), and one build path works on both.
+A field report had an "FP16" TensorRT 11 build silently come out FP32, so every built engine
+is inspected (``EngineInspector`` JSON, needs ``ProfilingVerbosity.DETAILED``) before it is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.backends.base import BackendError
+from edge.bundle import MODEL_FP16, MODEL_FP32, Bundle, EngineEntry, load_bundle, sha256_file
+
+log = logging.getLogger(__name__)
+
+TRT_MISSING = (
+    "TensorRT is not installed. On a Jetson it comes with JetPack (python3-libnvinfer); on x86 "
+    "use NVIDIA's TensorRT installer/wheels for your CUDA. Use --backend onnxruntime meanwhile."
+)
+CUDA_MISSING = "cuda-python is not installed: pip install 'trd-edge[trt]' (cuda-python>=12)"
+
+
+class EngineRefused(BackendError):
+    """A built engine does not run in the precision that was asked for (or flips verdicts)."""
+
+
+def import_tensorrt():
+    """``import tensorrt`` or raise ``BackendError`` saying how to get it."""
+    try:
+        import tensorrt as trt  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise BackendError(TRT_MISSING) from exc
+    return trt
+
+
+def import_cudart():
+    """``cuda.bindings.runtime`` (cuda-python >= 12.6), or the older ``cuda.cudart`` module."""
+    try:
+        from cuda.bindings import runtime as cudart  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from cuda import cudart  # type: ignore[import-not-found,no-redef]
+        except ImportError as exc:
+            raise BackendError(CUDA_MISSING) from exc
+    return cudart
+
+
+def cuda_check(result: Any, what: str) -> Any:
+    """Unpack a cuda-python ``(err, *values)`` tuple, raising ``BackendError`` on failure."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise BackendError(
+            f"CUDA error during {what}: {err!r} (is an NVIDIA driver and GPU present?)"
+        )
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    major: int
+    minor: int
+
+    @property
+    def compute_capability(self) -> str:
+        return f"{self.major}{self.minor}"
+
+
+def gpu_info(device: int = 0) -> GpuInfo:
+    """Name and compute capability of a CUDA device (via cuda-python)."""
+    cudart = import_cudart()
+    props = cuda_check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    name = props.name
+    if isinstance(name, bytes):
+        name = name.split(b"\0", 1)[0].decode(errors="replace")
+    return GpuInfo(name=str(name), major=int(props.major), minor=int(props.minor))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "unknown"
+
+
+def engine_key(gpu_name: str, compute_capability: str, trt_version: str, precision: str) -> str:
+    """``<gpu>-sm<cc>-trt<version>-<precision>``, e.g. ``nvidia-orin-sm87-trt10.3.0-fp16``.
+
+    Engines are only valid on the GPU model and TensorRT version they were built with, so all
+    four parts are in the file name; a change of any part means "rebuild".
+    """
+    cc = compute_capability.replace(".", "")
+    if not cc.isdigit():
+        raise ValueError(f"compute capability {compute_capability!r} is not like '87' or '8.7'")
+    if precision not in ("fp16", "fp32"):
+        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+    return f"{_slug(gpu_name)}-sm{cc}-trt{_slug(trt_version)}-{precision}"
+
+
+# --------------------------------------------------------------------------- layer report
+
+_CONV_RE = re.compile(r"(de)?convolution", re.IGNORECASE)
+# Layers that only move or reinterpret data: their formats say nothing about compute precision.
+_BOOKKEEPING = {"reformat", "noop", "shuffle", "constant", "identity", "cast"}
+
+
+def tensor_precision(fmt: str) -> str:
+    """Map an inspector ``Format/Datatype`` string to fp32 | fp16 | bf16 | int8 | fp8 | other."""
+    f = fmt.lower()
+    if "bf16" in f or "bfloat" in f:
+        return "bf16"
+    if "fp16" in f or "half" in f:
+        return "fp16"
+    if "fp8" in f:
+        return "fp8"
+    if "int8" in f:
+        return "int8"
+    if "fp32" in f or "float" in f:
+        return "fp32"
+    return "other"
+
+
+@dataclass
+class LayerReport:
+    """What the engine inspector says about the precisions of an engine's layers."""
+
+    n_layers: int = 0
+    # compute layers (bookkeeping excluded) by the precision of their first input
+    by_precision: Counter = field(default_factory=Counter)
+    conv_by_precision: Counter = field(default_factory=Counter)
+    fp32_convs: list[str] = field(default_factory=list)
+    fp16_tensors: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n_layers": self.n_layers,
+            "by_precision": dict(self.by_precision),
+            "conv_by_precision": dict(self.conv_by_precision),
+            "fp32_convs": self.fp32_convs[:20],
+            "fp16_tensors": self.fp16_tensors,
+        }
+
+
+def parse_layer_report(engine_info: str | dict) -> LayerReport:
+    """Parse ``EngineInspector.get_engine_information(LayerInformationFormat.JSON)``.
+
+    The documented JSON is ``{"Layers": [{"Name", "LayerType", "Inputs": [{"Name",
+    "Dimensions", "Format/Datatype"}], "Outputs": [...], "ParameterType", ...}], "Bindings": [...]}``;
+    with less than DETAILED verbosity ``Layers`` is a list of names only, which cannot be checked.
+    """
+    data = json.loads(engine_info) if isinstance(engine_info, str) else engine_info
+    layers = data.get("Layers") if isinstance(data, dict) else None
+    if not isinstance(layers, list):
+        raise EngineRefused("engine information has no 'Layers' list; cannot check precisions")
+    report = LayerReport(n_layers=len(layers))
+    for layer in layers:
+        if not isinstance(layer, dict):
+            raise EngineRefused(
+                "engine information lists layer names only: the engine was built without "
+                "ProfilingVerbosity.DETAILED, so its precisions cannot be checked; rebuild it"
+            )
+        tensors = [*layer.get("Inputs", []), *layer.get("Outputs", [])]
+        precisions = [tensor_precision(str(t.get("Format/Datatype", ""))) for t in tensors]
+        report.fp16_tensors += precisions.count("fp16")
+        kind = str(layer.get("LayerType", ""))
+        if kind.lower() in _BOOKKEEPING or not layer.get("Inputs"):
+            continue
+        first = precisions[0] if precisions else "other"
+        report.by_precision[first] += 1
+        is_conv = _CONV_RE.search(kind) or _CONV_RE.search(str(layer.get("ParameterType", "")))
+        if is_conv:
+            report.conv_by_precision[first] += 1
+            if first == "fp32":
+                report.fp32_convs.append(str(layer.get("Name", "?")))
+    return report
+
+
+def check_precision(report: LayerReport, precision: str) -> None:
+    """Raise ``EngineRefused`` unless the engine's convolutions run in ``precision``.
+
+    The TRD graph's cost is all in (transposed) convolutions; the score head (cosine, resize,
+    sum) is FP32 by design, so only convolution layers are held to the asked precision. When
+    TensorRT fused everything into opaque layers (no convolution visible) an FP16 engine must at
+    least carry FP16 tensors.
+    """
+    convs = sum(report.conv_by_precision.values())
+    if precision == "fp16":
+        if convs:
+            if report.fp32_convs:
+                raise EngineRefused(
+                    f"asked for an FP16 engine but {len(report.fp32_convs)} of {convs} "
+                    f"convolution layers run in FP32 (e.g. {report.fp32_convs[0]!r}); check that "
+                    "model.fp16.onnx is really FP16 (re-export with --fp16) and that the network "
+                    "was built strongly typed"
+                )
+            if not report.conv_by_precision.get("fp16"):
+                raise EngineRefused(
+                    f"asked for an FP16 engine but no convolution runs in FP16 "
+                    f"({dict(report.conv_by_precision)})"
+                )
+        elif report.fp16_tensors == 0:
+            raise EngineRefused("asked for an FP16 engine but the engine has no FP16 tensor at all")
+    elif precision == "fp32":
+        low = {p: n for p, n in report.conv_by_precision.items() if p not in ("fp32", "other")}
+        if low:
+            raise EngineRefused(f"asked for an FP32 engine but convolutions run in {low}")
+    else:
+        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+
+
+# --------------------------------------------------------------------------- build
+
+
+@dataclass
+class BuildResult:
+    key: str
+    path: Path
+    report: LayerReport
+    seconds: float
+    reused: bool
+
+
+def _trt_logger(trt, verbose: bool = False):
+    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+
+
+def _strongly_typed_network(trt, builder):
+    # TensorRT 10 needs the flag; TensorRT 11 networks are always strongly typed (the flag may be
+    # gone or deprecated there), so pass it only when it exists.
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return builder.create_network(0 if flag is None else 1 << int(flag))
+
+
+def inspect_engine(trt, engine) -> str:
+    """The engine inspector's JSON for all layers."""
+    inspector = engine.create_engine_inspector()
+    return inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+
+
+def build_engine(
+    bundle: Bundle,
+    precision: str = "fp16",
+    force: bool = False,
+    workspace_gb: float | None = None,
+    device: int = 0,
+    verbose: bool = False,
+) -> BuildResult:
+    """Build (or reuse) this GPU's engine for ``bundle`` and record it in the manifest.
+
+    The engine goes to ``engines/<key>.plan``, its layer report next to it
+    (``<key>.layers.json``), the timing cache to ``engines/timing-<gpu>-sm<cc>-trt<ver>.cache``
+    (reused by later builds). Raises ``EngineRefused`` (and keeps nothing) when the built engine
+    is not in the asked precision.
+    """
+    trt = import_tensorrt()
+    gpu = gpu_info(device)
+    key = engine_key(gpu.name, gpu.compute_capability, trt.__version__, precision)
+    plan = bundle.engine_path(key)
+    entry = bundle.manifest.engines.get(key)
+    if plan.is_file() and not force:
+        if entry is not None and entry.sha256 == sha256_file(plan):
+            report_path = plan.with_suffix(".layers.json")
+            report = (
+                parse_layer_report(json.loads(report_path.read_text())["engine_information"])
+                if report_path.is_file()
+                else LayerReport()
+            )
+            return BuildResult(key, plan, report, 0.0, reused=True)
+        log.warning("engine %s is not the one recorded in the manifest; rebuilding", plan.name)
+
+    onnx_path = bundle.file_path(MODEL_FP16 if precision == "fp16" else MODEL_FP32)
+    plan.parent.mkdir(parents=True, exist_ok=True)
+    cache_path = plan.parent / (
+        f"timing-{_slug(gpu.name)}-sm{gpu.compute_capability}-trt{_slug(trt.__version__)}.cache"
+    )
+    start = time.perf_counter()
+    logger = _trt_logger(trt, verbose)
+    builder = trt.Builder(logger)
+    network = _strongly_typed_network(trt, builder)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.fspath(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT could not parse {onnx_path.name}: {errors}")
+    config = builder.create_builder_config()
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # the inspector needs it
+    if workspace_gb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT failed to build an engine from {onnx_path.name} (see log)")
+    cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    blob = bytes(serialized)
+
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(blob)
+    if engine is None:
+        raise BackendError("TensorRT could not deserialize the engine it just built")
+    info = inspect_engine(trt, engine)
+    report = parse_layer_report(info)
+    check_precision(report, precision)  # raises before anything is stored
+
+    tmp = plan.with_suffix(".plan.tmp")
+    tmp.write_bytes(blob)
+    os.replace(tmp, plan)
+    plan.with_suffix(".layers.json").write_text(
+        json.dumps({"report": report.as_dict(), "engine_information": info}, indent=1)
+    )
+    bundle.manifest.engines[key] = EngineEntry(
+        path=os.fspath(plan.relative_to(bundle.path)),
+        sha256=sha256_file(plan),
+        bytes=plan.stat().st_size,
+        precision=precision,
+        gpu=gpu.name,
+        compute_capability=gpu.compute_capability,
+        trt_version=str(trt.__version__),
+        layer_precisions=dict(report.conv_by_precision),
+    )
+    bundle.save_manifest()
+    return BuildResult(key, plan, report, time.perf_counter() - start, reused=False)
+
+
+def refuse_engine(bundle: Bundle, key: str, reason: str) -> Path | None:
+    """Take a bad engine out of service: rename it ``*.plan.refused`` and drop it from the manifest.
+
+    Returns the new path (or None when there was no file).
+    """
+    plan = bundle.engine_path(key)
+    target = None
+    if plan.is_file():
+        target = plan.with_name(plan.name + ".refused")
+        os.replace(plan, target)
+        target.with_name(plan.stem + ".refused.txt").write_text(reason + "\n")
+    if bundle.manifest.engines.pop(key, None) is not None:
+        bundle.save_manifest()
+    log.error("refused TensorRT engine %s: %s", key, reason)
+    return target
+
+
+def run_build_engine(args) -> int:
+    """Handler of ``trd-edge build-engine --bundle DIR [--force] [--precision fp16|fp32]``."""
+    bundle = load_bundle(args.bundle)
+    precision = getattr(args, "precision", None) or "fp16"
+    try:
+        result = build_engine(
+            bundle,
+            precision=precision,
+            force=bool(getattr(args, "force", False)),
+            workspace_gb=getattr(args, "workspace_gb", None),
+            verbose=bool(getattr(args, "verbose", False)),
+        )
+    except EngineRefused as exc:
+        print(f"trd-edge build-engine: engine refused: {exc}")
+        return 3
+    state = "reused" if result.reused else f"built in {result.seconds:.1f} s"
+    print(f"engine {result.key} {state}: {result.path}")
+    print(f"layer precisions (convolutions): {dict(result.report.conv_by_precision)}")
+    return 0
+
+
+def add_build_engine_args(parser) -> None:
+    """Arguments of ``trd-edge build-engine`` (for the CLI's sub-parser)."""
+    parser.add_argument("--bundle", required=True, help="model bundle folder")
+    parser.add_argument("--force", action="store_true", help="rebuild even if an engine exists")
+    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    parser.add_argument("--workspace-gb", type=float, default=None, help="builder workspace limit")

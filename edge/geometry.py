@@ -1,0 +1,185 @@
+"""Point-cloud helpers shared by every 3D preprocessing path (torch-free).
+
+These follow the TRD reference preprocessing (design/trd-model.md §9.2), which itself comes from
+the BTF / M3DM lineage on MVTec 3D-AD: the background is a plane estimated from three image
+corners, everything farther than a few millimetres from it is foreground, and small holes are
+filled by averaging valid neighbours. A RealSense depth frame is first deprojected with
+`depth_to_xyz` so that it meets exactly the same code as an MVTec 3D-AD xyz TIFF.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "Plane",
+    "check_xyz",
+    "depth_to_xyz",
+    "fill_holes",
+    "fit_background_plane",
+    "foreground_mask",
+    "normals_image",
+]
+
+# Edge length of the corner patches used to estimate the background plane (§9.2).
+_CORNER_PATCH = 3
+_EPS_COUNT = 1e-12
+
+
+@dataclass(frozen=True)
+class Plane:
+    """A plane ``normal·x = offset``; ``normal`` is not unit length (as in the reference)."""
+
+    normal: np.ndarray
+    offset: float
+
+    def distance(self, xyz: np.ndarray) -> np.ndarray:
+        """Unsigned point-to-plane distance for an ``H×W×3`` cloud, same units as the cloud."""
+        norm = float(np.linalg.norm(self.normal))
+        if norm == 0.0:
+            raise ValueError(
+                "degenerate background plane (the three corner points are collinear or missing); "
+                "make sure the image corners show the background surface"
+            )
+        return np.abs(xyz.astype(np.float64, copy=False) @ self.normal - self.offset) / norm
+
+
+def check_xyz(xyz: np.ndarray, name: str = "xyz") -> np.ndarray:
+    """Validate an organised cloud and return it as float32 ``H×W×3`` with NaN/inf set to 0.
+
+    Raises ``ValueError`` naming the problem (wrong rank/channels, non-float dtype, no valid point).
+    """
+    if not isinstance(xyz, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(xyz).__name__}")
+    if xyz.ndim != 3 or xyz.shape[2] != 3:
+        raise ValueError(
+            f"{name} must be an organised point cloud of shape H×W×3, got shape {xyz.shape}; "
+            "convert a depth map with edge.geometry.depth_to_xyz first"
+        )
+    if not np.issubdtype(xyz.dtype, np.floating):
+        raise ValueError(
+            f"{name} must be floating point (metres, float32), got dtype {xyz.dtype}; "
+            "convert integer depth units to metres first"
+        )
+    xyz = xyz.astype(np.float32, copy=False)
+    if not np.isfinite(xyz).all():
+        # Missing returns are (0,0,0) by convention; NaN/inf would poison the plane fit.
+        xyz = np.nan_to_num(xyz, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.any(xyz[..., 2] != 0):
+        raise ValueError(f"{name} has no valid 3D points (every z is 0 or NaN)")
+    return xyz
+
+
+def depth_to_xyz(depth_m: np.ndarray, fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """Deproject a depth image (metres) into an organised ``H×W×3`` float32 cloud.
+
+    Pinhole model: ``x = (u − cx)·z / fx``, ``y = (v − cy)·z / fy``. Pixels with depth 0 (or NaN)
+    become ``(0, 0, 0)``, the MVTec 3D-AD convention for a missing point.
+    """
+    depth = np.asarray(depth_m)
+    if depth.ndim != 2:
+        raise ValueError(f"depth_m must be an H×W depth image, got shape {depth.shape}")
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise ValueError(
+            f"depth_m must be float metres, got dtype {depth.dtype}; multiply raw units by the "
+            "camera depth scale (e.g. 0.001 for a RealSense Z16 stream) first"
+        )
+    if fx <= 0 or fy <= 0:
+        raise ValueError(f"focal lengths must be positive, got fx={fx}, fy={fy}")
+    z = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    z[z < 0] = 0.0
+    h, w = z.shape
+    u = (np.arange(w, dtype=np.float32) - np.float32(cx)) / np.float32(fx)
+    v = (np.arange(h, dtype=np.float32) - np.float32(cy)) / np.float32(fy)
+    xyz = np.empty((h, w, 3), dtype=np.float32)
+    xyz[..., 0] = z * u[None, :]
+    xyz[..., 1] = z * v[:, None]
+    xyz[..., 2] = z
+    return xyz
+
+
+def _corner_point(patch: np.ndarray) -> np.ndarray:
+    """Mean of a corner patch over its valid (z≠0) points; zero points add 0 to the sum (§9.2)."""
+    count = max(float(np.count_nonzero(patch[..., 2] != 0)), _EPS_COUNT)
+    return patch.reshape(-1, 3).astype(np.float64).sum(axis=0) / count
+
+
+def fit_background_plane(xyz: np.ndarray) -> Plane:
+    """Plane through the mean points of the top-left, top-right and bottom-left 3×3 corners.
+
+    Normal ``n = (p3 − p1) × (p2 − p1)`` and offset ``d = n·p3`` as in the reference code, so the
+    corners of the image must show background (the object must not touch them).
+    """
+    k = _CORNER_PATCH
+    if xyz.shape[0] < k or xyz.shape[1] < k:
+        raise ValueError(f"cloud too small for plane fitting: {xyz.shape[:2]} < {k}×{k}")
+    p1 = _corner_point(xyz[:k, :k])
+    p2 = _corner_point(xyz[:k, -k:])
+    p3 = _corner_point(xyz[-k:, :k])
+    normal = np.cross(p3 - p1, p2 - p1)
+    return Plane(normal, float(normal @ p3))
+
+
+def foreground_mask(
+    xyz: np.ndarray,
+    plane_distance: float = 0.005,
+    closing_iterations: int = 3,
+    plane: Plane | None = None,
+) -> np.ndarray:
+    """Boolean ``H×W`` mask of points farther than ``plane_distance`` from the background plane.
+
+    The raw mask is multiplied by ``z ≠ 0`` and then closed with a 3×3 kernel
+    ``closing_iterations`` times (fills small dropouts inside the object, §9.2).
+    """
+    plane = fit_background_plane(xyz) if plane is None else plane
+    mask = (plane.distance(xyz) > plane_distance) & (xyz[..., 2] != 0)
+    mask_f = mask.astype(np.float32)
+    if closing_iterations > 0:
+        mask_f = cv2.morphologyEx(
+            mask_f, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8), iterations=closing_iterations
+        )
+    return mask_f > 0
+
+
+def fill_holes(img: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """Replace exact zeros by the mean of the strictly positive values in their 3×3 neighbourhood.
+
+    Zero padding at the border; non-zero pixels are unchanged; repeated ``iterations`` times.
+    Works on ``H×W`` or ``H×W×C`` (per channel). Returns float32. Like the reference, this also
+    grows the object by up to ``iterations`` pixels into a zero background.
+    """
+    out = np.asarray(img, dtype=np.float32).copy()
+    kernel = np.ones((3, 3), np.float32)
+    for _ in range(iterations):
+        positive = (out > 0).astype(np.float32)
+        pos_vals = out * positive
+        total = cv2.filter2D(pos_vals, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        count = cv2.filter2D(positive, -1, kernel, borderType=cv2.BORDER_CONSTANT)
+        filled = total / (count + _EPS_COUNT)
+        out = np.where(out == 0, filled, out).astype(np.float32)
+    return out
+
+
+def normals_image(z: np.ndarray, ksize: int = 5) -> np.ndarray:
+    """Encode surface normals of a (normalised) height image as an ``H×W×3`` float32 image in [0,1].
+
+    Gradients with OpenCV Sobel (CV_64F, scale 1, reflect-101 border) of aperture ``ksize``;
+    ``n = (−gx, −gy, 1) / ‖·‖`` then ``(n + 1) / 2``. A flat region maps to ``(0.5, 0.5, 1)``.
+    The unnormalised Sobel gain grows with ``ksize``, so it also sets how strongly normals tilt
+    (§9.4).
+    """
+    if ksize not in (1, 3, 5, 7):
+        raise ValueError(f"sobel ksize must be one of 1, 3, 5, 7 (OpenCV Sobel), got {ksize}")
+    z64 = np.asarray(z, dtype=np.float64)
+    gx = cv2.Sobel(z64, cv2.CV_64F, 1, 0, ksize=ksize)
+    gy = cv2.Sobel(z64, cv2.CV_64F, 0, 1, ksize=ksize)
+    # Written out per channel (no stacked temporary): about 3× faster on a 640×480 frame.
+    inv = 0.5 / (np.sqrt(gx * gx + gy * gy + 1.0) + 1e-8)
+    out = np.empty(z64.shape + (3,), np.float32)
+    out[..., 0] = 0.5 - gx * inv
+    out[..., 1] = 0.5 - gy * inv
+    out[..., 2] = 0.5 + inv
+    return out

@@ -1,0 +1,261 @@
+"""Score postprocessing shared by evaluation and the live station (numpy + opencv, no scipy).
+
+Implements TRD scoring (trd-model.md §8, steps 3-6): per-modality z-scoring with validation
+statistics, fusion by plain sum, Gaussian smoothing (sigma 4, reflect, radius 16) and the image
+score as the maximum of the smoothed map. The edge runtime does not ship scipy, so the smoothing
+reproduces `scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)` with OpenCV.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, model_validator
+
+DEFAULT_SIGMA = 4.0
+TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
+
+
+class ScoreStats(BaseModel):
+    """Per-modality statistics of raw validation maps (one scalar mean and std per modality)."""
+
+    rgb_mean: float
+    rgb_std: float
+    x3d_mean: float
+    x3d_std: float
+    n_maps: int
+    source: str = "validation"
+
+    @model_validator(mode="after")
+    def _check(self) -> ScoreStats:
+        for name, mean, std in (
+            ("rgb", self.rgb_mean, self.rgb_std),
+            ("3d", self.x3d_mean, self.x3d_std),
+        ):
+            if not (math.isfinite(mean) and math.isfinite(std)):
+                raise ValueError(
+                    f"{name} score statistics are not finite (mean={mean}, std={std}): "
+                    "the validation maps contain NaN/inf; check the model and its inputs"
+                )
+            # relative floor: a constant map leaves ~1e-17 of float rounding, not exactly 0
+            if std <= 1e-12 * max(1.0, abs(mean)):
+                raise ValueError(
+                    f"{name} score std is {std}: the {name} validation maps are constant, so "
+                    "they cannot be z-scored; recompute the statistics on real validation "
+                    "maps (a constant map usually means a broken or untrained branch)"
+                )
+        return self
+
+
+class StatsAccumulator:
+    """Streaming mean and population std over all pixels of all maps, per modality (§8 step 3).
+
+    Per-batch means and sums of squared deviations are merged in float64 (Chan et al.'s
+    parallel update), which stays accurate where a naive sum of squares would cancel.
+    """
+
+    def __init__(self) -> None:
+        self._n = 0  # pixels per modality (both modalities see the same count)
+        self._maps = 0
+        self._mean = {"rgb": 0.0, "3d": 0.0}
+        self._m2 = {"rgb": 0.0, "3d": 0.0}
+
+    def add(self, map_rgb: np.ndarray, map_3d: np.ndarray) -> None:
+        """Add raw (unnormalised, unsmoothed) maps of shape (H,W), (B,H,W) or (B,1,H,W)."""
+        a = _as_batch(map_rgb, "map_rgb")
+        b = _as_batch(map_3d, "map_3d")
+        if a.shape != b.shape:
+            raise ValueError(f"map_rgb {a.shape} and map_3d {b.shape} must have the same shape")
+        n_new = a.size
+        if n_new == 0:
+            return
+        for key, m in (("rgb", a), ("3d", b)):
+            m = m.astype(np.float64, copy=False)
+            mean_b = float(m.mean())
+            m2_b = float(np.square(m - mean_b).sum())
+            n_tot = self._n + n_new
+            delta = mean_b - self._mean[key]
+            self._mean[key] += delta * n_new / n_tot
+            self._m2[key] += m2_b + delta * delta * self._n * n_new / n_tot
+        self._n += n_new
+        self._maps += a.shape[0]
+
+    @property
+    def n_maps(self) -> int:
+        """Number of maps added so far."""
+        return self._maps
+
+    def result(self, source: str = "validation") -> ScoreStats:
+        """The statistics so far; raises if nothing was added or a modality is constant."""
+        if self._n == 0:
+            raise ValueError("no maps were added: cannot compute score statistics")
+        return ScoreStats(
+            rgb_mean=self._mean["rgb"],
+            rgb_std=math.sqrt(self._m2["rgb"] / self._n),
+            x3d_mean=self._mean["3d"],
+            x3d_std=math.sqrt(self._m2["3d"] / self._n),
+            n_maps=self._maps,
+            source=source,
+        )
+
+
+def _as_batch(m: np.ndarray, name: str) -> np.ndarray:
+    """View a map as (B,H,W): accepts (H,W), (B,H,W) or (B,1,H,W)."""
+    m = np.asarray(m)
+    if m.ndim == 2:
+        return m[None]
+    if m.ndim == 3:
+        return m
+    if m.ndim == 4 and m.shape[1] == 1:
+        return m[:, 0]
+    raise ValueError(f"{name} has shape {m.shape}; expected (H,W), (B,H,W) or (B,1,H,W)")
+
+
+def gaussian_kernel(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
+    """1-D Gaussian kernel exactly as scipy.ndimage builds it (radius int(truncate*sigma+0.5))."""
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_smooth(m: np.ndarray, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
+    """Gaussian smoothing of a map (H,W) or a batch of maps (B,H,W), each map separately.
+
+    Equals `scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)` (per map):
+    scipy's "reflect" (d c b a | a b c d) is OpenCV's BORDER_REFLECT. Computed in float64;
+    a float input keeps its dtype, anything else comes back as float64.
+    """
+    arr = np.asarray(m)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"gaussian_smooth expects (H,W) or (B,H,W), got shape {arr.shape}")
+    out_dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
+    k = gaussian_kernel(sigma)
+    src = arr[None] if arr.ndim == 2 else arr
+    out = np.empty(src.shape, dtype=np.float64)
+    for i, img in enumerate(src):
+        out[i] = _sep_filter(np.ascontiguousarray(img, dtype=np.float64), k)
+    out = out.astype(out_dtype, copy=False)
+    return out[0] if arr.ndim == 2 else out
+
+
+def _sep_filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Separable filter, BORDER_REFLECT. OpenCV mirrors repeatedly when the kernel radius
+    exceeds the map size, as scipy does (checked in tests down to 1x1 maps)."""
+    return cv2.sepFilter2D(img, cv2.CV_64F, k, k, borderType=cv2.BORDER_REFLECT)
+
+
+def normalise(m: np.ndarray, mean: float, std: float, modality: str = "map") -> np.ndarray:
+    """z-score a raw map with validation statistics (§8 step 4), in float64."""
+    if not std > 0:
+        raise ValueError(f"{modality} std is {std}; it must be > 0 (recompute the statistics)")
+    return (np.asarray(m, dtype=np.float64) - mean) / std
+
+
+def fuse(norm_rgb: np.ndarray, norm_3d: np.ndarray) -> np.ndarray:
+    """Fusion of normalised maps: a plain sum (§8 step 4)."""
+    return norm_rgb + norm_3d
+
+
+smooth = gaussian_smooth
+
+
+@dataclass
+class ScoredMaps:
+    """Smoothed, normalised maps, each (B,H,W) float32."""
+
+    fused: np.ndarray
+    rgb: np.ndarray
+    x3d: np.ndarray
+
+
+def score_maps(
+    map_rgb: np.ndarray, map_3d: np.ndarray, stats: ScoreStats, sigma: float = DEFAULT_SIGMA
+) -> ScoredMaps:
+    """Normalise, fuse and smooth raw maps (§8 steps 4-5); maps are (H,W), (B,H,W) or (B,1,H,W).
+
+    Per-modality maps are normalised and smoothed the same way (§8, diagnostics). Smoothing is
+    linear, so the fused map is the sum of the smoothed per-modality maps: this equals
+    smoothing the fused sum up to float rounding and saves a third filter pass.
+    """
+    a = _as_batch(map_rgb, "map_rgb")
+    b = _as_batch(map_3d, "map_3d")
+    if a.shape != b.shape:
+        raise ValueError(f"map_rgb {a.shape} and map_3d {b.shape} must have the same shape")
+    rgb = gaussian_smooth(normalise(a, stats.rgb_mean, stats.rgb_std, "rgb"), sigma)
+    x3d = gaussian_smooth(normalise(b, stats.x3d_mean, stats.x3d_std, "3d"), sigma)
+    fused = fuse(rgb, x3d)
+    return ScoredMaps(
+        fused=fused.astype(np.float32), rgb=rgb.astype(np.float32), x3d=x3d.astype(np.float32)
+    )
+
+
+def image_scores(maps: np.ndarray) -> np.ndarray:
+    """Image score = max over each map (§8 step 6): (B,H,W) -> (B,), (H,W) -> shape ()."""
+    arr = np.asarray(maps)
+    if arr.ndim < 2:
+        raise ValueError(f"image_scores expects maps (..., H, W), got shape {arr.shape}")
+    return arr.max(axis=(-2, -1)).astype(np.float64)
+
+
+def image_score(m: np.ndarray) -> float:
+    """Score of one (H,W) map as a Python float."""
+    return float(np.asarray(m).max())
+
+
+@dataclass
+class Region:
+    """One connected region of a map above threshold, in map pixel coordinates."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+    area_px: int
+    peak: float
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """(x, y, w, h) of the bounding box."""
+        return (self.x, self.y, self.w, self.h)
+
+    def as_dict(self) -> dict:
+        """Plain dict (JSON-friendly)."""
+        return asdict(self)
+
+
+def defect_regions(fused_map: np.ndarray, threshold: float, min_area_px: int = 1) -> list[Region]:
+    """Connected components (8-connectivity) of `fused_map > threshold`, highest peak first.
+
+    Regions smaller than `min_area_px` pixels are dropped (specks from noise).
+    """
+    m = np.asarray(fused_map)
+    if m.ndim != 2:
+        raise ValueError(f"defect_regions expects one (H,W) map, got shape {m.shape}")
+    mask = (m > threshold).astype(np.uint8)
+    n, labels, st, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
+    if n <= 1:
+        return []
+    peaks = np.full(n, -np.inf)
+    lab = labels.ravel()
+    fg = lab > 0
+    np.maximum.at(peaks, lab[fg], m.ravel()[fg].astype(np.float64))
+    regions = [
+        Region(
+            x=int(st[i, cv2.CC_STAT_LEFT]),
+            y=int(st[i, cv2.CC_STAT_TOP]),
+            w=int(st[i, cv2.CC_STAT_WIDTH]),
+            h=int(st[i, cv2.CC_STAT_HEIGHT]),
+            area_px=int(st[i, cv2.CC_STAT_AREA]),
+            peak=float(peaks[i]),
+        )
+        for i in range(1, n)
+        if st[i, cv2.CC_STAT_AREA] >= min_area_px
+    ]
+    regions.sort(key=lambda r: r.peak, reverse=True)
+    return regions

@@ -1,0 +1,488 @@
+"""Intel RealSense frames — a live camera or a recording — through one code path.
+
+Both go through ``rs.pipeline``: a live camera is selected with ``config.enable_device`` (serial
+number), a recording with ``config.enable_device_from_file(path, repeat_playback=False)`` and
+non-real-time playback, so every recorded frame is delivered in order instead of being skipped
+when processing is slower than the recording. Each frameset then goes through the same steps:
+
+1. the post-processing filters, in the order Intel recommends (decimation → depth-to-disparity →
+   spatial → temporal → disparity-to-depth → hole filling), applied to the whole frameset;
+2. ``rs.align(rs.stream.color)``, which also brings decimated depth back to colour resolution;
+3. raw Z16 × depth scale (read from the device's depth sensor) → metres → organised xyz with the
+   aligned depth profile's intrinsics (`edge.geometry.depth_to_xyz`), the same cloud layout as an
+   MVTec 3D-AD xyz TIFF.
+
+Frame counters are watched: a frameset whose depth or colour frame repeats the previous one (the
+pipeline re-sends the last frame of a stream that skipped one) is a counted error; gaps in the
+counters are counted as dropped frames. A live camera that stops delivering (unplugged, USB
+reset) is reconnected with exponential back-off; each success is counted in
+``stats.reconnects``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.frames import Frame, Intrinsics
+from edge.geometry import depth_to_xyz
+from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
+from edge.sources.options import FilterOptions, RealSenseOptions
+
+__all__ = ["RECORDING_SUFFIXES", "RealSenseSource", "require_pyrealsense2"]
+
+log = logging.getLogger(__name__)
+
+RECORDING_SUFFIXES = (".db3", ".bag")
+NO_DEVICE_HINT = (
+    "no RealSense device found; check the USB 3 cable (a USB 2 port or cable limits streams), "
+    "the udev rules (librealsense's 99-realsense-libusb.rules, see deploy/) and that no other "
+    "process holds the camera"
+)
+# Poll interval while waiting on a recording, so the end of playback is noticed promptly.
+_PLAYBACK_POLL_S = 0.25
+
+
+def require_pyrealsense2() -> ModuleType:
+    """Import pyrealsense2 or raise a `SourceError` that says what to install."""
+    try:
+        import pyrealsense2 as rs
+    except ImportError as exc:
+        text = str(exc)
+        if "libusb" in text:
+            hint = (
+                "pyrealsense2 is installed but cannot load libusb; install it with "
+                "`apt-get install libusb-1.0-0`"
+            )
+        else:
+            hint = (
+                "pyrealsense2 is not installed; install it with `pip install 'trd-edge[realsense]'` "
+                "(it also needs `apt-get install libusb-1.0-0`)"
+            )
+        raise SourceError(f"{hint} ({text})") from exc
+    # Some builds expose the bindings one level down.
+    if not hasattr(rs, "pipeline") and hasattr(rs, "pyrealsense2"):
+        rs = rs.pyrealsense2
+    return rs
+
+
+def build_filters(rs: ModuleType, opts: FilterOptions) -> list[Any]:
+    """Fresh post-processing blocks in upstream order (new objects = no temporal history)."""
+    blocks: list[Any] = []
+    if opts.decimation > 1:
+        dec = rs.decimation_filter()
+        dec.set_option(rs.option.filter_magnitude, float(opts.decimation))
+        blocks.append(dec)
+    smoothing = opts.spatial or opts.temporal
+    if smoothing:
+        blocks.append(rs.disparity_transform(True))
+    if opts.spatial:
+        spatial = rs.spatial_filter()
+        spatial.set_option(rs.option.filter_smooth_alpha, opts.spatial_alpha)
+        spatial.set_option(rs.option.filter_smooth_delta, opts.spatial_delta)
+        blocks.append(spatial)
+    if opts.temporal:
+        temporal = rs.temporal_filter()
+        temporal.set_option(rs.option.filter_smooth_alpha, opts.temporal_alpha)
+        temporal.set_option(rs.option.filter_smooth_delta, opts.temporal_delta)
+        blocks.append(temporal)
+    if smoothing:
+        blocks.append(rs.disparity_transform(False))
+    if opts.hole_filling >= 0:
+        blocks.append(rs.hole_filling_filter(opts.hole_filling))
+    return blocks
+
+
+def _already_registered(depth: Any, color: Any, tol: float = 1e-6) -> bool:
+    """True when depth is already pixel-registered to colour: same intrinsics and size, identity
+    extrinsics (software-device recordings of registered RGB-D data, some camera modes)."""
+    try:
+        extr = depth.get_extrinsics_to(color)
+    except RuntimeError:
+        return False
+    di, ci = depth.get_intrinsics(), color.get_intrinsics()
+    same_intr = (di.width, di.height) == (ci.width, ci.height) and np.allclose(
+        [di.fx, di.fy, di.ppx, di.ppy], [ci.fx, ci.fy, ci.ppx, ci.ppy], atol=tol
+    )
+    identity = np.allclose(extr.rotation, np.eye(3).ravel(), atol=tol) and np.allclose(
+        extr.translation, 0.0, atol=tol
+    )
+    no_distortion = not np.any(np.asarray(di.coeffs)) and not np.any(np.asarray(ci.coeffs))
+    return bool(same_intr and identity and no_distortion)
+
+
+class RealSenseSource(FrameSource):
+    """A live RealSense camera (``path=None``) or a ``.db3``/``.bag`` recording (``path``)."""
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        options: RealSenseOptions | None = None,
+        max_consecutive_errors: int = 50,
+    ) -> None:
+        super().__init__(max_consecutive_errors)
+        self.options = options or RealSenseOptions()
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self.name = f"file:{self.path}"
+            self._check_recording_path()
+        else:
+            self.name = f"realsense:{self.options.serial}" if self.options.serial else "realsense"
+        self.intrinsics: Intrinsics | None = None
+        self.depth_scale: float | None = None
+        self.serial: str | None = None
+        self._rs: ModuleType | None = None
+        self._pipe: Any = None
+        self._playback: Any = None
+        self._align: Any = None
+        self._filters: list[Any] = []
+        self._last_numbers: dict[str, int] = {}
+        self._lost_since: float | None = None
+        self._registered = False
+        self._backoff = self.options.reconnect_initial_s
+        self._next_attempt = 0.0
+
+    @property
+    def is_recording(self) -> bool:
+        """True when playing back a file rather than streaming from a camera."""
+        return self.path is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _open(self) -> None:
+        if self.is_recording:
+            self._check_recording_path()
+        self._rs = require_pyrealsense2()
+        self._start()
+
+    def _check_recording_path(self) -> None:
+        assert self.path is not None
+        if self.path.suffix.lower() not in RECORDING_SUFFIXES:
+            raise SourceError(
+                f"{self.path}: not a RealSense recording (expected a .db3 file, or a legacy .bag); "
+                "for a folder of images use folder:DIR"
+            )
+        if not self.path.is_file():
+            raise SourceError(f"recording {self.path} does not exist (or is not a file)")
+        if self.options.record_to is not None:
+            raise SourceError("record_to only applies to a live camera, not to a recording")
+
+    def _config(self) -> Any:
+        rs = self._rs
+        assert rs is not None
+        cfg = rs.config()
+        if self.is_recording:
+            cfg.enable_device_from_file(str(self.path), repeat_playback=False)
+            return cfg
+        opts = self.options
+        serial = self._pick_serial()
+        cfg.enable_device(serial)
+        cfg.enable_stream(rs.stream.depth, opts.width, opts.height, rs.format.z16, opts.fps)
+        color_fmt = rs.format.rgb8 if opts.color_format == "rgb8" else rs.format.bgr8
+        cfg.enable_stream(rs.stream.color, opts.width, opts.height, color_fmt, opts.fps)
+        if opts.record_to is not None:
+            record_to = Path(opts.record_to)
+            if record_to.suffix.lower() != ".db3":
+                raise SourceError(
+                    f"record_to {record_to}: pyrealsense2 >= 2.58 records .db3 files only"
+                )
+            record_to.parent.mkdir(parents=True, exist_ok=True)
+            cfg.enable_record_to_file(str(record_to))
+        return cfg
+
+    def _pick_serial(self) -> str:
+        rs = self._rs
+        assert rs is not None
+        devices = rs.context().query_devices()
+        serials = [d.get_info(rs.camera_info.serial_number) for d in devices]
+        if not serials:
+            raise SourceError(NO_DEVICE_HINT)
+        wanted = self.options.serial
+        if wanted is None:
+            if len(serials) > 1:
+                log.warning(
+                    "several RealSense cameras (%s); using %s — set a serial to choose",
+                    ", ".join(serials),
+                    serials[0],
+                )
+            return serials[0]
+        if wanted not in serials:
+            raise SourceError(
+                f"RealSense camera {wanted} not found; connected: {', '.join(serials)}"
+            )
+        return wanted
+
+    def _start(self) -> None:
+        """Start the pipeline and read the depth scale, intrinsics and serial number."""
+        rs = self._rs
+        assert rs is not None
+        pipe = rs.pipeline()
+        cfg = self._config()
+        try:
+            if self.is_recording:
+                # Non-real-time must be set before streaming starts: set afterwards, the first
+                # frames may already have been played (and dropped) in real time. resolve()
+                # caches the device that start() then uses.
+                resolved = cfg.resolve(rs.pipeline_wrapper(pipe))
+                resolved.get_device().as_playback().set_real_time(False)
+            profile = pipe.start(cfg)
+        except RuntimeError as exc:
+            what = f"recording {self.path}" if self.is_recording else "the RealSense camera"
+            raise SourceError(f"cannot start {what}: {exc}") from exc
+        device = profile.get_device()
+        self._pipe = pipe
+        self._playback = device.as_playback() if self.is_recording else None
+        try:
+            self.serial = device.get_info(rs.camera_info.serial_number)
+        except RuntimeError:
+            self.serial = None
+        self.depth_scale = self._read_depth_scale(device)
+        self._align = rs.align(rs.stream.color)
+        # New filter objects on every (re)start: the temporal filter's history belongs to the
+        # previous stream and must not bleed into the new one.
+        self._filters = build_filters(rs, self.options.filters)
+        self._last_numbers = {}
+        color = profile.get_stream(rs.stream.color).as_video_stream_profile()
+        depth = profile.get_stream(rs.stream.depth).as_video_stream_profile()
+        self._registered = _already_registered(depth, color)
+        intr = color.get_intrinsics()
+        self.intrinsics = Intrinsics(
+            fx=intr.fx,
+            fy=intr.fy,
+            cx=intr.ppx,
+            cy=intr.ppy,
+            width=intr.width,
+            height=intr.height,
+            depth_scale=self.depth_scale,
+        )
+        log.info(
+            "%s streaming %dx%d, depth scale %.6g m",
+            self.name,
+            intr.width,
+            intr.height,
+            self.depth_scale,
+        )
+
+    def _read_depth_scale(self, device: Any) -> float:
+        rs = self._rs
+        assert rs is not None
+        try:
+            sensor = device.first_depth_sensor()
+        except RuntimeError as exc:
+            raise SourceError(f"{self.name} has no depth sensor ({exc})") from exc
+        scale = 0.0
+        try:
+            scale = float(sensor.get_depth_scale())
+        except RuntimeError:
+            pass
+        if scale <= 0.0 and sensor.supports(rs.option.depth_units):
+            scale = float(sensor.get_option(rs.option.depth_units))
+        if scale <= 0.0:
+            raise SourceError(f"{self.name}: the depth sensor reports no depth scale/depth units")
+        return scale
+
+    def _stop_pipeline(self) -> None:
+        pipe, self._pipe = self._pipe, None
+        self._playback = None
+        if pipe is not None:
+            try:
+                pipe.stop()
+            except RuntimeError as exc:  # already stopped / device gone
+                log.debug("pipeline stop: %s", exc)
+
+    def _close(self) -> None:
+        self._stop_pipeline()
+
+    # -- reading -----------------------------------------------------------------------------
+    def _grab(self, timeout_s: float) -> Frame | None:
+        if self.is_recording:
+            frames = self._wait_playback(timeout_s)
+            if frames is None:
+                return None
+        else:
+            frames = self._wait_live(timeout_s)
+        host_ts = time.time()
+        started = time.perf_counter()
+        frame = self._convert(frames, host_ts)
+        frame.capture_ms = (time.perf_counter() - started) * 1000.0
+        return frame
+
+    def _wait_playback(self, timeout_s: float) -> Any | None:
+        """Next frameset of the recording, or ``None`` once playback has stopped."""
+        rs = self._rs
+        assert rs is not None and self._pipe is not None
+        deadline = time.monotonic() + max(timeout_s, _PLAYBACK_POLL_S)
+        while True:
+            poll_ms = int(max(min(_PLAYBACK_POLL_S, deadline - time.monotonic()), 0.01) * 1000)
+            ok, frames = self._pipe.try_wait_for_frames(poll_ms)
+            if ok:
+                return frames
+            if self._playback.current_status() == rs.playback_status.stopped:
+                # Drain anything still in flight between the file reader and the syncer.
+                ok, frames = self._pipe.try_wait_for_frames(100)
+                return frames if ok else None
+            if time.monotonic() >= deadline:
+                raise FrameTimeout(f"{self.name}: no frame within {timeout_s:.1f} s")
+
+    def _wait_live(self, timeout_s: float) -> Any:
+        """Next frameset from the camera; reconnects (with back-off) while it is lost."""
+        deadline = time.monotonic() + timeout_s
+        opts = self.options
+        while True:
+            if self._pipe is not None:
+                wait_s = min(opts.wait_timeout_s, max(deadline - time.monotonic(), 0.05))
+                ok, frames = self._try_wait(wait_s)
+                if ok:
+                    return frames
+                if wait_s >= opts.wait_timeout_s and self._pipe is not None:
+                    self._mark_lost(f"no frame for {wait_s:.1f} s")
+            if self._pipe is None:
+                now = time.monotonic()
+                if (
+                    self._lost_since is not None
+                    and opts.give_up_after_s is not None
+                    and (now - self._lost_since > opts.give_up_after_s)
+                ):
+                    raise SourceError(
+                        f"{self.name}: camera lost for more than {opts.give_up_after_s:.0f} s; "
+                        + NO_DEVICE_HINT
+                    )
+                if now >= self._next_attempt:
+                    if not self._try_reconnect():
+                        self._next_attempt = time.monotonic() + self._backoff
+                        self._backoff = min(self._backoff * 2.0, opts.reconnect_max_s)
+                    continue
+                time.sleep(max(min(self._next_attempt, deadline) - now, 0.0))
+            if time.monotonic() >= deadline:
+                state = "camera lost, still reconnecting" if self._pipe is None else "no frame"
+                raise FrameTimeout(f"{self.name}: {state} ({timeout_s:.1f} s)")
+
+    def _try_wait(self, wait_s: float) -> tuple[bool, Any]:
+        try:
+            return self._pipe.try_wait_for_frames(int(wait_s * 1000))
+        except RuntimeError as exc:  # device disconnected mid-wait
+            self._mark_lost(str(exc))
+            return False, None
+
+    def _mark_lost(self, why: str) -> None:
+        if self._lost_since is None:
+            self._lost_since = time.monotonic()
+            self._backoff = self.options.reconnect_initial_s
+            self._next_attempt = time.monotonic() + self._backoff
+        log.warning("%s: camera lost (%s); reconnecting with back-off", self.name, why)
+        self._stop_pipeline()
+
+    def _try_reconnect(self) -> bool:
+        try:
+            self._start()
+        except (SourceError, RuntimeError) as exc:
+            log.warning("%s: reconnect failed: %s", self.name, exc)
+            return False
+        lost_for = time.monotonic() - (self._lost_since or time.monotonic())
+        self._lost_since = None
+        self.stats.reconnects += 1
+        log.warning(
+            "%s: reconnected after %.1f s (reconnect #%d)",
+            self.name,
+            lost_for,
+            self.stats.reconnects,
+        )
+        return True
+
+    # -- conversion --------------------------------------------------------------------------
+    def _check_counters(self, depth: Any, color: Any) -> None:
+        """Count gaps as dropped; raise `FrameError` for a repeated (stale) frame."""
+        numbers = {"depth": int(depth.get_frame_number()), "color": int(color.get_frame_number())}
+        stale = [k for k, n in numbers.items() if self._last_numbers.get(k) == n]
+        gap = 0
+        for key, number in numbers.items():
+            last = self._last_numbers.get(key)
+            if last is not None and number > last + 1:
+                gap = max(gap, number - last - 1)
+        self._last_numbers.update(numbers)
+        if gap:
+            self.stats.dropped += gap
+            log.warning(
+                "%s: %d frame(s) dropped before colour frame %d", self.name, gap, numbers["color"]
+            )
+        if stale:
+            raise FrameError(
+                f"stale {' and '.join(stale)} frame {numbers[stale[0]]} repeated at colour frame "
+                f"{numbers['color']} (its new frame was lost)"
+            )
+
+    def _convert(self, frames: Any, host_ts: float) -> Frame:
+        rs = self._rs
+        assert rs is not None
+        depth, color = frames.get_depth_frame(), frames.get_color_frame()
+        if not depth or not color:
+            missing = "depth" if not depth else "colour"
+            raise FrameError(f"frameset without a {missing} frame")
+        self._check_counters(depth, color)
+        try:
+            processed = frames
+            for block in self._filters:
+                processed = block.process(processed)
+            processed = processed.as_frameset()
+            p_depth = processed.get_depth_frame()
+            if self._registered and (p_depth.get_width(), p_depth.get_height()) == (
+                color.get_width(),
+                color.get_height(),
+            ):
+                # Depth is already in the colour camera's frame: rs.align would only add
+                # rounding holes (whole empty columns, measured with identical intrinsics).
+                aligned = processed
+            else:
+                aligned = self._align.process(processed)
+            a_depth, a_color = aligned.get_depth_frame(), aligned.get_color_frame()
+            if not a_depth or not a_color:
+                raise FrameError("alignment produced no depth/colour frame")
+            z16 = np.asanyarray(a_depth.get_data())
+            image = np.asanyarray(a_color.get_data())
+            if z16.shape != image.shape[:2] or image.ndim != 3 or image.shape[2] != 3:
+                raise FrameError(f"aligned depth {z16.shape} does not match colour {image.shape}")
+            intr = a_depth.get_profile().as_video_stream_profile().get_intrinsics()
+            depth_m = z16.astype(np.float32) * np.float32(self.depth_scale)
+            xyz = depth_to_xyz(depth_m, intr.fx, intr.fy, intr.ppx, intr.ppy)
+            if a_color.get_profile().format() == rs.format.bgr8:
+                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            else:
+                rgb = np.array(image, dtype=np.uint8, copy=True)
+            timestamp = float(color.get_timestamp())
+            domain = str(color.get_frame_timestamp_domain()).rsplit(".", 1)[-1]
+        except FrameError:
+            raise
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise FrameError(
+                f"cannot convert colour frame {color.get_frame_number()}: {exc}"
+            ) from exc
+        intrinsics = Intrinsics(
+            fx=intr.fx,
+            fy=intr.fy,
+            cx=intr.ppx,
+            cy=intr.ppy,
+            width=intr.width,
+            height=intr.height,
+            depth_scale=self.depth_scale,
+        )
+        self.intrinsics = intrinsics
+        return Frame(
+            rgb=rgb,
+            xyz=xyz,
+            frame_number=int(color.get_frame_number()),
+            camera_timestamp_ms=timestamp,
+            host_timestamp=host_ts,
+            source=self.name,
+            intrinsics=intrinsics,
+            meta={
+                "depth_frame_number": int(depth.get_frame_number()),
+                "depth_timestamp_ms": float(depth.get_timestamp()),
+                "timestamp_domain": domain,
+                "serial": self.serial,
+            },
+        )

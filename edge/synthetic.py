@@ -1,0 +1,499 @@
+"""Synthetic RGB-D scenes with controlled anomalies, written in the MVTec 3D-AD layout.
+
+A scene is one object ("puck": a bevelled disc with an embossed ring and a rubbery ring
+texture; "bracket": a rounded plate with two through holes, a raised flange and brushed-metal
+texture) lying on a slightly tilted background plane, seen by a pinhole camera about 0.5 m away.
+The organised cloud is computed per pixel along the camera rays, with mild Gaussian depth noise
+and a few small missing-point dropouts (``(0,0,0)`` like a real sensor). Pose, position, size,
+colours and textures are jittered so that good samples vary.
+
+Why the defects are built this way: the point of the data set is to tell whether a model uses
+*both* modalities, so each defect class is visible in exactly the modalities its name says.
+
+* ``color`` — a stain or a scratch painted into the albedo only. The geometry is not touched,
+  so the point cloud is bit-identical to the same scene rendered good.
+* ``geometry`` — a bump or dent of 2–4 mm on the object surface. The RGB image is rendered from
+  albedo times a shading term computed from the *defect-free* shape, so the defect never reaches
+  the colour image: RGB is bit-identical to the good twin. Only the 3D branch can see it.
+* ``both`` — a hole or crack: the surface drops by several mm and the albedo darkens.
+
+Defects cover 5–10 % of the object area (large enough at 64–128 px), are placed on the object's
+top surface (never on the background) and the ground-truth mask is exactly the set of pixels
+whose albedo or geometry was changed. Every random choice of a scene is drawn before the defect,
+and the noise fields are drawn once per scene, so a defective scene and its good twin
+(`SceneGenerator.sample_with_twin`) differ only inside the mask.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+__all__ = [
+    "CATEGORIES",
+    "DEFECT_TYPES",
+    "SceneGenerator",
+    "SyntheticScene",
+    "add_synth_arguments",
+    "run_synth",
+    "write_dataset",
+]
+
+CATEGORIES = ("puck", "bracket")
+DEFECT_TYPES = ("color", "geometry", "both")
+
+# Camera: the image spans about 12 cm at 0.5 m, so objects fill roughly half of the frame.
+_FIELD_AT_HALF_METRE = 0.12
+_CORNER_MARGIN = 6  # px kept free of dropouts so the corner plane fit stays valid
+
+
+@dataclass
+class SyntheticScene:
+    """One rendered scene at ``image_size``² pixels."""
+
+    rgb: np.ndarray  # uint8 H×W×3, RGB
+    xyz: np.ndarray  # float32 H×W×3, metres, (0,0,0) = no return
+    mask: np.ndarray  # bool H×W, True exactly on the defect
+    defect: str  # "good" or one of DEFECT_TYPES
+    intrinsics: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # fx, fy, cx, cy
+
+
+@dataclass
+class _Base:
+    """Everything random about a good scene (shape, pose, colours, noise fields)."""
+
+    z_bg: np.ndarray  # background depth along each ray
+    lu: np.ndarray  # object-local coordinates (m) of the background intersection
+    lv: np.ndarray
+    height: np.ndarray  # defect-free object height above the plane (m)
+    top: np.ndarray  # bool: object surface where defects may go
+    albedo: np.ndarray  # float32 H×W×3 in [0,1]
+    shading: np.ndarray  # float32 H×W, from the defect-free shape only
+    rgb_noise: np.ndarray
+    depth_noise: np.ndarray
+    dropout: np.ndarray  # bool: missing points
+    object_colour: np.ndarray
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
+    """Zero-mean, unit-ish low-frequency noise: a coarse random grid upsampled bicubically."""
+    coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def _sample_texture(tex: np.ndarray, lu: np.ndarray, lv: np.ndarray, extent: float) -> np.ndarray:
+    """Look up an object-attached texture covering [−extent, extent]² metres."""
+    n = tex.shape[0]
+    mx = ((lu + extent) / (2 * extent) * (n - 1)).astype(np.float32)
+    my = ((lv + extent) / (2 * extent) * (n - 1)).astype(np.float32)
+    return cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def _rounded_rect_sdf(lu: np.ndarray, lv: np.ndarray, half_l: float, half_w: float, r: float):
+    """Signed distance (m) to a rounded rectangle; negative inside."""
+    qx = np.abs(lu) - (half_l - r)
+    qy = np.abs(lv) - (half_w - r)
+    outside = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0))
+    return outside + np.minimum(np.maximum(qx, qy), 0) - r
+
+
+class SceneGenerator:
+    """Seeded generator of synthetic RGB-D scenes for one object category."""
+
+    def __init__(self, category: str = "puck", image_size: int = 128, seed: int = 0):
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown synthetic category '{category}'; choose from {CATEGORIES}")
+        if image_size < 32:
+            raise ValueError(f"image_size must be at least 32 px, got {image_size}")
+        self.category = category
+        self.image_size = int(image_size)
+        self.rng = np.random.default_rng(seed)
+        n = self.image_size
+        self.f = n * 0.5 / _FIELD_AT_HALF_METRE
+        self.c = (n - 1) / 2.0
+        grid = (np.arange(n, dtype=np.float64) - self.c) / self.f
+        self._rx, self._ry = np.meshgrid(grid, grid)
+
+    @property
+    def intrinsics(self) -> tuple[float, float, float, float]:
+        """Pinhole intrinsics ``(fx, fy, cx, cy)`` in pixels."""
+        return (self.f, self.f, self.c, self.c)
+
+    # ---------------------------------------------------------------- public API
+    def sample(self, defect: str = "good") -> SyntheticScene:
+        """Draw one scene; ``defect`` is "good" or one of `DEFECT_TYPES`."""
+        return self.sample_with_twin(defect)[0]
+
+    def sample_with_twin(self, defect: str = "good") -> tuple[SyntheticScene, SyntheticScene]:
+        """Draw one scene and also render the same scene without the defect (its good twin).
+
+        Consumes the same random numbers as `sample`, so both give the same scene for a seed.
+        """
+        if defect != "good" and defect not in DEFECT_TYPES:
+            raise ValueError(f"unknown defect '{defect}'; choose 'good' or one of {DEFECT_TYPES}")
+        base = self._draw_base()
+        good = self._render(base, defect="good", region=None, spec={})
+        if defect == "good":
+            return good, good
+        region, spec = self._draw_defect(base, defect)
+        return self._render(base, defect, region, spec), good
+
+    # ---------------------------------------------------------------- scene drawing
+    def _draw_base(self) -> _Base:
+        rng, n = self.rng, self.image_size
+        d0 = rng.uniform(0.46, 0.54)
+        a, b = rng.uniform(-0.08, 0.08, size=2)  # background slope dz/dx, dz/dy (≤ ~4.6°)
+        z_bg = d0 / (1.0 - a * self._rx - b * self._ry)
+        xb, yb = self._rx * z_bg, self._ry * z_bg
+        x0, y0 = rng.uniform(-0.006, 0.006, size=2)
+        theta = rng.uniform(0, 2 * np.pi)
+        cos_t, sin_t = math.cos(theta), math.sin(theta)
+        lu = cos_t * (xb - x0) + sin_t * (yb - y0)
+        lv = -sin_t * (xb - x0) + cos_t * (yb - y0)
+
+        tex_n = 96
+        extent = 0.07
+        tex_noise = _sample_texture(
+            rng.standard_normal((12, 12)).astype(np.float32).repeat(8, 0).repeat(8, 1),
+            lu,
+            lv,
+            extent,
+        )
+        tex_noise = cv2.GaussianBlur(tex_noise.astype(np.float32), (0, 0), 1.5)
+        if self.category == "puck":
+            height, nominal, obj_albedo, bg_colour = self._puck(rng, lu, lv, tex_noise)
+        else:
+            height, nominal, obj_albedo, bg_colour = self._bracket(
+                rng, lu, lv, tex_noise, tex_n, extent
+            )
+        # Flat top surfaces, one pixel clear of the bevelled rim: defects stay on the object.
+        top = cv2.erode((height >= 0.8 * nominal).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        if not top.any():
+            raise RuntimeError("synthetic object fell outside the image; this is a bug")
+
+        bg_noise = _smooth_noise(rng, (n, n), 6)
+        bg_albedo = bg_colour[None, None, :] * (1.0 + 0.06 * bg_noise[..., None])
+        obj = (height > 0)[..., None]
+        albedo = np.where(obj, obj_albedo, bg_albedo).astype(np.float32)
+
+        # Lambertian shading of the defect-free shape (baked like albedo; defects never enter).
+        slope_scale = self.f / z_bg
+        gy, gx = np.gradient(height)
+        gx, gy = gx * slope_scale, gy * slope_scale
+        light = np.array([-0.4, -0.5, 0.77])
+        light /= np.linalg.norm(light)
+        shade = (-gx * light[0] - gy * light[1] + light[2]) / np.sqrt(1 + gx**2 + gy**2)
+        shading = (0.35 + 0.65 * np.clip(shade, 0, None) / light[2]).astype(np.float32)
+
+        rgb_noise = rng.normal(0.0, 0.01, size=(n, n, 3)).astype(np.float32)
+        depth_noise = rng.normal(0.0, 0.00015, size=(n, n))
+        dropout = np.zeros((n, n), np.uint8)
+        scale = n / 128.0
+        for _ in range(int(rng.integers(1, 5))):
+            cx, cy = rng.integers(_CORNER_MARGIN, n - _CORNER_MARGIN, size=2)
+            axes = (max(1, round(rng.uniform(0.5, 2.5) * scale)),) * 2
+            cv2.ellipse(dropout, (int(cx), int(cy)), axes, 0, 0, 360, 1, -1)
+        return _Base(
+            z_bg=z_bg,
+            lu=lu,
+            lv=lv,
+            height=height,
+            top=top,
+            albedo=albedo,
+            shading=shading,
+            rgb_noise=rgb_noise,
+            depth_noise=depth_noise,
+            dropout=dropout.astype(bool),
+            object_colour=obj_albedo.reshape(-1, 3)[top.ravel()].mean(axis=0),
+        )
+
+    def _puck(
+        self, rng: np.random.Generator, lu: np.ndarray, lv: np.ndarray, tex_noise: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Bevelled disc with an embossed ring groove; dark rubber with fine concentric rings."""
+        r = rng.uniform(0.024, 0.030)
+        h = rng.uniform(0.010, 0.016)
+        bevel = 0.003
+        rho = np.hypot(lu, lv)
+        height = h * _smoothstep((r - rho) / bevel)
+        groove_r = r * rng.uniform(0.55, 0.65)
+        height -= 0.001 * np.exp(-(((rho - groove_r) / 0.001) ** 2)) * (height > 0)
+        colour = np.array([0.22, 0.20, 0.19]) * rng.uniform(0.85, 1.15, size=3)
+        rings = np.sin(2 * np.pi * rho / 0.0012 + rng.uniform(0, 2 * np.pi))
+        albedo = colour[None, None, :] * (1 + 0.10 * tex_noise[..., None] + 0.05 * rings[..., None])
+        bg = np.array([0.70, 0.70, 0.66]) * rng.uniform(0.92, 1.08, size=3)
+        return height, h, albedo, bg
+
+    def _bracket(
+        self,
+        rng: np.random.Generator,
+        lu: np.ndarray,
+        lv: np.ndarray,
+        tex_noise: np.ndarray,
+        tex_n: int,
+        extent: float,
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Rounded plate with two through holes and a raised flange; brushed light metal."""
+        half_l = rng.uniform(0.038, 0.044)
+        half_w = rng.uniform(0.017, 0.021)
+        t = rng.uniform(0.007, 0.009)
+        plate = _smoothstep(-_rounded_rect_sdf(lu, lv, half_l, half_w, 0.005) / 0.0015)
+        flange = (lu > half_l - 0.015).astype(np.float64)
+        height = plate * (t + 0.010 * flange)
+        for hx in (-0.5 * half_l, 0.1 * half_l):
+            height *= np.hypot(lu - hx, lv) > 0.0045
+        colour = np.array([0.62, 0.64, 0.70]) * rng.uniform(0.9, 1.1, size=3)
+        stripes = rng.standard_normal((tex_n, 1)).astype(np.float32).repeat(tex_n, axis=1)
+        brushed = _sample_texture(stripes, lu, lv, extent)
+        albedo = colour[None, None, :] * (
+            1 + 0.05 * tex_noise[..., None] + 0.06 * brushed[..., None]
+        )
+        bg = np.array([0.20, 0.22, 0.26]) * rng.uniform(0.9, 1.1, size=3)
+        return height, t, albedo, bg
+
+    # ---------------------------------------------------------------- defects
+    def _defect_centre(self, base: _Base, radius_px: float) -> tuple[int, int]:
+        """A top-surface pixel at least ``radius_px`` from the object's edge."""
+        dist = cv2.distanceTransform(base.top.astype(np.uint8), cv2.DIST_L2, 5)
+        ys, xs = np.nonzero(dist >= min(radius_px, dist.max()) * 0.999)
+        i = int(self.rng.integers(len(ys)))
+        return int(xs[i]), int(ys[i])
+
+    def _blob(self, centre: tuple[int, int], radius: float) -> np.ndarray:
+        """Irregular blob: a circle whose radius varies with angle (harmonics 2–4)."""
+        n = self.image_size
+        yy, xx = np.mgrid[0:n, 0:n]
+        dx, dy = xx - centre[0], yy - centre[1]
+        phi = np.arctan2(dy, dx)
+        edge = np.ones_like(phi)
+        for k in (2, 3, 4):
+            edge += self.rng.uniform(0.0, 0.12) * np.cos(k * phi + self.rng.uniform(0, 2 * np.pi))
+        return np.hypot(dx, dy) < radius * edge
+
+    def _ellipse(self, centre: tuple[int, int], radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """Rotated ellipse of area π·radius² and its ellipsoidal cap profile (1 at the centre)."""
+        n = self.image_size
+        ratio = self.rng.uniform(0.7, 1.0)
+        ang = self.rng.uniform(0, np.pi)
+        ra, rb = radius / math.sqrt(ratio), radius * math.sqrt(ratio)
+        yy, xx = np.mgrid[0:n, 0:n]
+        dx, dy = xx - centre[0], yy - centre[1]
+        u = dx * math.cos(ang) + dy * math.sin(ang)
+        v = -dx * math.sin(ang) + dy * math.cos(ang)
+        rho2 = (u / ra) ** 2 + (v / rb) ** 2
+        # Ellipsoidal cap: full height at the centre, steep walls at the rim.
+        cap = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
+        return rho2 < 1.0, cap
+
+    def _stroke(self, centre: tuple[int, int], radius: float, jagged: bool) -> np.ndarray:
+        """A scratch or crack: a (jagged) polyline of area about π·radius²."""
+        n = self.image_size
+        length = 5.0 * radius
+        width = max(2, round(math.pi * radius**2 / length))
+        ang = self.rng.uniform(0, np.pi)
+        steps = 6 if jagged else 1
+        ts = np.linspace(-0.5, 0.5, steps + 1) * length
+        lateral = self.rng.uniform(-0.15, 0.15, size=steps + 1) * length if jagged else 0 * ts
+        pts = np.stack(
+            [
+                centre[0] + ts * math.cos(ang) - lateral * math.sin(ang),
+                centre[1] + ts * math.sin(ang) + lateral * math.cos(ang),
+            ],
+            axis=1,
+        )
+        canvas = np.zeros((n, n), np.uint8)
+        cv2.polylines(canvas, [np.round(pts).astype(np.int32)], False, 1, thickness=int(width))
+        return canvas.astype(bool)
+
+    def _draw_defect(self, base: _Base, defect: str) -> tuple[np.ndarray, dict]:
+        rng = self.rng
+        area = float(np.count_nonzero(base.top))
+        radius = math.sqrt(rng.uniform(0.05, 0.10) * area / math.pi)
+        centre = self._defect_centre(base, radius)
+        cap = None
+        if defect == "geometry":
+            region, cap = self._ellipse(centre, radius)  # bumps and dents are round
+        elif rng.random() < 0.5:
+            region = self._blob(centre, radius)  # stain / hole
+        else:
+            region = self._stroke(centre, radius, jagged=(defect == "both"))  # scratch / crack
+        region &= base.top
+        region[centre[1], centre[0]] = True  # the centre is on the top surface: never empty
+        spec: dict = {"centre": centre, "radius": radius}
+        if defect == "color":
+            palette = np.array(
+                [[0.60, 0.28, 0.10], [0.92, 0.90, 0.82], [0.12, 0.22, 0.62], [0.15, 0.45, 0.15]]
+            )
+            dist = np.linalg.norm(palette - base.object_colour, axis=1)
+            choice = np.argsort(dist)[::-1][int(rng.integers(2))]
+            spec.update(colour=palette[choice], alpha=rng.uniform(0.7, 0.9))
+        elif defect == "geometry":
+            sign = 1.0 if rng.random() < 0.5 else -1.0
+            spec.update(amplitude=sign * rng.uniform(0.002, 0.004), cap=cap)
+        else:  # both
+            spec.update(depth=rng.uniform(0.003, 0.006), darken=rng.uniform(0.2, 0.35))
+        return region, spec
+
+    # ---------------------------------------------------------------- rendering
+    def _render(
+        self, base: _Base, defect: str, region: np.ndarray | None, spec: dict
+    ) -> SyntheticScene:
+        albedo = base.albedo
+        height = base.height
+        if defect == "color":
+            a = spec["alpha"]
+            # Keep a little of the surface texture inside the stain so it looks painted on.
+            texture = albedo.mean(axis=2, keepdims=True) / max(base.object_colour.mean(), 1e-3)
+            stained = (1 - a) * albedo + a * spec["colour"][None, None, :] * texture
+            albedo = np.where(region[..., None], stained, albedo)
+        elif defect == "geometry":
+            bump = spec["amplitude"] * spec["cap"]  # > 0 everywhere inside the region
+            height = np.where(region, height + bump, height)
+        elif defect == "both":
+            height = np.where(region, np.maximum(height - spec["depth"], 0.0), height)
+            albedo = np.where(region[..., None], albedo * spec["darken"], albedo)
+
+        # Same dtype for every defect, so pixels outside the mask round exactly like the twin.
+        albedo = albedo.astype(np.float32, copy=False)
+        rgb = np.clip(albedo * base.shading[..., None] + base.rgb_noise, 0.0, 1.0)
+        rgb_u8 = np.round(rgb * 255).astype(np.uint8)
+
+        z = base.z_bg - height + base.depth_noise
+        xyz = np.stack([self._rx * z, self._ry * z, z], axis=-1).astype(np.float32)
+        xyz[base.dropout] = 0.0
+        mask = region.copy() if region is not None else np.zeros(z.shape, bool)
+        return SyntheticScene(
+            rgb=rgb_u8, xyz=xyz, mask=mask, defect=defect, intrinsics=self.intrinsics
+        )
+
+
+def _split_plan(
+    n_train: int, n_validation: int, n_test_good: int, n_test_per_defect: int
+) -> list[tuple[str, str, int]]:
+    plan = [("train", "good", n_train), ("validation", "good", n_validation)]
+    plan.append(("test", "good", n_test_good))
+    return plan + [("test", d, n_test_per_defect) for d in DEFECT_TYPES]
+
+
+def write_dataset(
+    out: Path,
+    categories=CATEGORIES,
+    image_size: int = 128,
+    n_train: int = 60,
+    n_validation: int = 12,
+    n_test_good: int = 12,
+    n_test_per_defect: int = 12,
+    seed: int = 0,
+    progress: bool = True,
+) -> None:
+    """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
+
+    ``<out>/<category>/{train,validation,test}/<type>/{rgb,xyz,gt}/NNN.{png,tiff}``; gt (0/255)
+    only under test (all zero for test/good, as in MVTec 3D-AD), plus
+    ``<category>/calibration/camera_parameters.json`` with the pinhole intrinsics. Each
+    (category, split, type) folder has its own seed derived from ``seed``, so changing one count
+    does not change the other folders.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    categories = tuple(categories)
+    for c in categories:
+        if c not in CATEGORIES:
+            raise ValueError(f"unknown synthetic category '{c}'; choose from {CATEGORIES}")
+    plan = _split_plan(n_train, n_validation, n_test_good, n_test_per_defect)
+    total = len(categories) * sum(p[2] for p in plan)
+    with tqdm(total=total, desc="synth", disable=not progress, unit="img") as bar:
+        for ci, category in enumerate(CATEGORIES):
+            if category not in categories:
+                continue
+            cat_dir = out / category
+            for pi, (split, dtype, count) in enumerate(plan):
+                if count <= 0:
+                    continue
+                sub_seed = int(np.random.SeedSequence([seed, ci, pi]).generate_state(1)[0])
+                gen = SceneGenerator(category, image_size, seed=sub_seed)
+                type_dir = cat_dir / split / dtype
+                for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
+                    (type_dir / sub).mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    scene = gen.sample(dtype)
+                    name = f"{i:03d}"
+                    cv2.imwrite(
+                        str(type_dir / "rgb" / f"{name}.png"),
+                        cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR),
+                    )
+                    # Contiguous H×W×3 float32 in one page, like MVTec 3D-AD (explicit, because
+                    # tifffile's default for 3-sample data is changing).
+                    tifffile.imwrite(
+                        type_dir / "xyz" / f"{name}.tiff", scene.xyz, photometric="rgb"
+                    )
+                    if split == "test":
+                        cv2.imwrite(
+                            str(type_dir / "gt" / f"{name}.png"),
+                            scene.mask.astype(np.uint8) * 255,
+                        )
+                    bar.update(1)
+            calib = cat_dir / "calibration"
+            calib.mkdir(parents=True, exist_ok=True)
+            fx, fy, cx, cy = SceneGenerator(category, image_size).intrinsics
+            (calib / "camera_parameters.json").write_text(
+                json.dumps({"fx": fx, "fy": fy, "cx": cx, "cy": cy, "unit": "m"}, indent=2)
+            )
+
+
+def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `trd-edge synth` options to ``parser`` (for the CLI to wire to `run_synth`)."""
+    parser.add_argument("--out", type=Path, required=True, help="output root folder")
+    parser.add_argument(
+        "--categories",
+        default=",".join(CATEGORIES),
+        help=f"comma-separated categories out of {', '.join(CATEGORIES)}",
+    )
+    parser.add_argument("--image-size", dest="image_size", type=int, default=128)
+    parser.add_argument("--n-train", dest="n_train", type=int, default=60)
+    parser.add_argument("--n-validation", dest="n_validation", type=int, default=12)
+    parser.add_argument("--n-test-good", dest="n_test_good", type=int, default=12)
+    parser.add_argument("--n-test-per-defect", dest="n_test_per_defect", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    """CLI handler for `trd-edge synth`; returns the process exit code."""
+    raw = args.categories
+    if raw is None:
+        raw = CATEGORIES
+    elif isinstance(raw, str):
+        raw = [raw]
+    # Accept "--categories a b" (nargs="+") as well as "--categories a,b".
+    cats = [c.strip() for item in raw for c in str(item).split(",") if c.strip()]
+    try:
+        write_dataset(
+            Path(args.out),
+            categories=tuple(cats),
+            image_size=args.image_size,
+            n_train=args.n_train,
+            n_validation=args.n_validation,
+            n_test_good=args.n_test_good,
+            n_test_per_defect=args.n_test_per_defect,
+            seed=args.seed,
+            progress=getattr(args, "progress", True),
+        )
+    except ValueError as exc:
+        print(f"trd-edge synth: {exc}")
+        return 2
+    print(f"wrote synthetic data set for {', '.join(cats)} to {args.out}")
+    return 0

@@ -1,0 +1,248 @@
+"""``trd-edge export``: a trained run -> a model bundle (manifest + FP32 ONNX [+ FP16 ONNX]).
+
+One graph per frame: inputs ``rgb`` and ``x3d`` (1,3,S,S) float32, outputs ``map_rgb`` and
+``map_3d`` (1,1,S,S) float32 (raw per-modality maps; normalisation, fusion, smoothing and the
+image score follow in ``edge.scoring``). Exported with the TorchScript exporter
+(``dynamo=False``, opset 17): it needs only ``onnx`` and writes one self-contained file (the
+full-size graph is ~1.7 GB, under protobuf's 2 GB limit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.bundle import (
+    INPUT_NAMES,
+    MANIFEST_NAME,
+    MODEL_FP16,
+    MODEL_FP32,
+    OUTPUT_NAMES,
+    SCHEMA_VERSION,
+    Manifest,
+    ModelSpec,
+    Provenance,
+    ScoringSpec,
+    StatsSpec,
+    atomic_write_text,
+    default_io,
+    file_entry,
+    load_bundle,
+)
+from export.fp16 import HalfBody, check_fp16_graph
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+FILE_NAMES = {MODEL_FP32: "model.onnx", MODEL_FP16: "model.fp16.onnx"}
+# FP32 ONNX vs torch FP32 on the same CPU: only float reordering differs.
+EXPORT_PARITY_TOL = 1e-3
+
+
+class ExportError(RuntimeError):
+    """The run cannot be exported (or the export does not reproduce the model)."""
+
+
+def export_onnx(model: nn.Module, path: str | Path, image_size: int, fp16: bool = False) -> Path:
+    """Export ``model`` (a TRD, eval mode) as one ONNX graph; FP16 body if ``fp16``."""
+    path = Path(path)
+    module = HalfBody(model) if fp16 else model.eval()
+    s = int(image_size)
+    dummy = (torch.zeros(1, 3, s, s), torch.zeros(1, 3, s, s))
+    tmp = path.with_name(path.name + ".tmp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript-exporter deprecation/tracer chatter
+        torch.onnx.export(
+            module,
+            dummy,
+            os.fspath(tmp),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            do_constant_folding=True,
+        )
+    os.replace(tmp, path)
+    return path
+
+
+def onnx_matches_torch(model: nn.Module, onnx_path: Path, image_size: int, seed: int = 0) -> float:
+    """Max |map difference| between onnxruntime (CPU) and torch FP32 on one random frame."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    s = int(image_size)
+    rgb, x3d = (rng.standard_normal((1, 3, s, s)).astype(np.float32) for _ in range(2))
+    sess = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
+    out = sess.run(list(OUTPUT_NAMES), {"rgb": rgb, "x3d": x3d})
+    with torch.inference_mode():
+        ref = model.eval()(torch.from_numpy(rgb), torch.from_numpy(x3d))
+    return max(float(np.abs(o - r.numpy()).max()) for o, r in zip(out, ref, strict=True))
+
+
+def _stats_spec(stats) -> StatsSpec | None:
+    if stats is None:
+        return None
+    data = stats.model_dump() if hasattr(stats, "model_dump") else dict(vars(stats))
+    return StatsSpec(**{k: data[k] for k in StatsSpec.model_fields if k in data})
+
+
+def _prepare_out_dir(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / MANIFEST_NAME).is_file():
+            raise ExportError(
+                f"{out} exists, is not empty and is not a model bundle; choose an empty or new "
+                "--out folder"
+            )
+        # Re-export over an old bundle: its engines were built from the old graph.
+        shutil.rmtree(out / "engines", ignore_errors=True)
+        for name in FILE_NAMES.values():
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def export_bundle(
+    run_dir: str | Path, out_dir: str | Path, fp16: bool = False, check: bool = True
+) -> Path:
+    """Export a trained run into a bundle folder and return its path.
+
+    Writes ``model.onnx`` (and ``model.fp16.onnx`` if ``fp16``) and ``manifest.json`` with the
+    run's preprocessing, validation score statistics and threshold, provenance and metrics.
+    With ``check`` the FP32 graph is compared with torch on one frame and the FP16 graph's
+    dtypes are verified; a mismatch raises ``ExportError``.
+    """
+    from trainer.run import load_run
+
+    run_dir, out = Path(run_dir), Path(out_dir)
+    loaded = load_run(run_dir, device="cpu")
+    cfg, info = loaded.info.config, loaded.info
+    size = int(info.preprocess.image_size)
+    if size != int(cfg.image_size):
+        raise ExportError(f"{run_dir}: preprocess image_size {size} != config {cfg.image_size}")
+    _prepare_out_dir(out)
+
+    model = loaded.model.eval()
+    files = {MODEL_FP32: FILE_NAMES[MODEL_FP32]}
+    fp32_path = export_onnx(model, out / files[MODEL_FP32], size)
+    if check:
+        err = onnx_matches_torch(model, fp32_path, size)
+        if not err <= EXPORT_PARITY_TOL:
+            raise ExportError(
+                f"exported {fp32_path.name} differs from torch by {err:.3g} (> "
+                f"{EXPORT_PARITY_TOL}); the graph does not reproduce the model"
+            )
+        log.info("model.onnx matches torch: max |Δmap| = %.2e", err)
+    if fp16:
+        files[MODEL_FP16] = FILE_NAMES[MODEL_FP16]
+        fp16_path = export_onnx(model, out / files[MODEL_FP16], size, fp16=True)
+        if check:
+            try:
+                check_fp16_graph(fp16_path)
+            except ValueError as exc:
+                raise ExportError(str(exc)) from exc
+
+    calib = loaded.calibration
+    scoring = ScoringSpec()
+    if calib is not None:
+        scoring = ScoringSpec(
+            stats=_stats_spec(calib.stats),
+            threshold=float(calib.threshold),
+            threshold_method=calib.threshold_method,
+            fitted_at=info.created,
+            note="validation split of the training run",
+        )
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        model=ModelSpec(
+            backbone=cfg.backbone,
+            image_size=size,
+            modality=info.preprocess.modality,
+            variant=f"trd-{cfg.backbone}-{size}-{info.preprocess.modality}",
+        ),
+        preprocess=info.preprocess.model_dump(mode="json"),
+        io=default_io(size),
+        files={k: file_entry(out, v) for k, v in files.items()},
+        scoring=scoring,
+        provenance=Provenance(
+            dataset=str(cfg.data_root),
+            category=cfg.category,
+            epochs=int(info.epochs_done or cfg.epochs),
+            seed=cfg.seed,
+            git_revision=info.git_revision,
+            teacher_weights=str(cfg.teacher_weights),
+            run_dir=os.fspath(run_dir.resolve()),
+        ),
+        metrics=loaded.metrics,
+    )
+    atomic_write_text(out / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
+    load_bundle(out)  # round-trip: what we wrote must load and verify
+    return out
+
+
+def run_export(args) -> int:
+    """Handler of ``trd-edge export --run RUN_DIR --out BUNDLE_DIR [--fp16]``."""
+    out = export_bundle(args.run, args.out, fp16=bool(getattr(args, "fp16", False)))
+    bundle = load_bundle(out)
+    m = bundle.manifest
+    print(f"bundle {out} (model {bundle.model_id}, {m.model.variant})")
+    for name, entry in m.files.items():
+        print(
+            f"  {entry.path:<18} {entry.bytes / 1e6:9.1f} MB  sha256 {entry.sha256[:16]}  ({name})"
+        )
+    if m.scoring.threshold is None:
+        print("  no score statistics/threshold yet: run calibration before going live")
+    return 0
+
+
+def add_export_args(parser) -> None:
+    """Arguments of ``trd-edge export`` (for the CLI's sub-parser)."""
+    parser.add_argument("--run", required=True, help="run directory from `trd-edge train`")
+    parser.add_argument("--out", required=True, help="bundle folder to write")
+    parser.add_argument(
+        "--fp16", action="store_true", help="also write model.fp16.onnx (FP16 body, FP32 head)"
+    )
+
+
+def export_model_bundle(
+    model: nn.Module,
+    out_dir: str | Path,
+    image_size: int,
+    backbone: str,
+    modality: str = "depth",
+    fp16: bool = False,
+) -> Path:
+    """Bundle a model that has no run directory (benchmarks, tests): graphs + a bare manifest.
+
+    No score statistics, threshold or provenance: not for a station, only for timing/parity.
+    """
+    from edge.preprocess import PreprocessConfig
+
+    out = Path(out_dir)
+    _prepare_out_dir(out)
+    files = {MODEL_FP32: FILE_NAMES[MODEL_FP32]}
+    export_onnx(model, out / files[MODEL_FP32], image_size)
+    if fp16:
+        files[MODEL_FP16] = FILE_NAMES[MODEL_FP16]
+        export_onnx(model, out / files[MODEL_FP16], image_size, fp16=True)
+    pre = PreprocessConfig(image_size=image_size, modality=modality)
+    manifest = Manifest(
+        model=ModelSpec(
+            backbone=backbone,
+            image_size=image_size,
+            modality=modality,
+            variant=f"trd-{backbone}-{image_size}-{modality}",
+        ),
+        preprocess=pre.model_dump(mode="json"),
+        io=default_io(image_size),
+        files={k: file_entry(out, v) for k, v in files.items()},
+        provenance=Provenance(dataset="none (untrained model)"),
+    )
+    atomic_write_text(out / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
+    return out

@@ -1,0 +1,403 @@
+"""``trd-edge verify``: do all backends give the same maps, scores and verdicts?
+
+Runs every backend it can on the same preprocessed frames (onnxruntime FP32 - the reference -
+onnxruntime FP16, torch when the run is known, TensorRT when installed with an engine for this
+GPU), scores them with the bundle's statistics (``edge.scoring``) and compares every pair:
+max / mean |Δ raw map|, max |Δ image score| and the number of flipped verdicts
+(``score > threshold``). It agrees when every pair is within the tolerance for its precision
+pair and nothing flips. A TensorRT engine that flips a verdict is refused (renamed
+``*.plan.refused`` and dropped from the manifest).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.backends.base import Backend, BackendError
+from edge.bundle import MODEL_FP16, Bundle, load_bundle
+from edge.scoring import ScoreStats, StatsAccumulator, image_scores, score_maps
+
+log = logging.getLogger(__name__)
+
+# Tolerances per precision pair: raw maps (sum of three 1-cos levels, range [0, 6]) and image
+# scores (z-scored with validation std, so "score units" are validation standard deviations).
+# FP32 vs FP32 differs only by float reordering (different kernels); FP16 weights/activations
+# differ by ~1e-3 relative in the features, which the FP32 head turns into ~1e-3 in the maps.
+TOLERANCES: dict[frozenset[str], tuple[float, float]] = {
+    frozenset({"fp32"}): (1e-3, 1e-2),
+    frozenset({"fp32", "fp16"}): (2e-2, 0.25),
+    frozenset({"fp16"}): (2e-2, 0.25),
+}
+REFERENCE = "onnxruntime-fp32"
+ALL_BACKENDS = (
+    "onnxruntime-fp32",
+    "onnxruntime-fp16",
+    "torch-fp32",
+    "torch-fp16",
+    "tensorrt-fp16",
+)
+
+
+@dataclass
+class PairResult:
+    a: str
+    b: str
+    max_abs_map: float
+    mean_abs_map: float
+    max_abs_score: float
+    flipped: int
+    n_frames: int
+    tol_map: float
+    tol_score: float
+
+    @property
+    def agree(self) -> bool:
+        return (
+            self.flipped == 0
+            and self.max_abs_map <= self.tol_map
+            and self.max_abs_score <= self.tol_score
+        )
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"agree": self.agree}
+
+
+@dataclass
+class Frames:
+    rgb: list[np.ndarray]
+    x3d: list[np.ndarray]
+    source: str
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def synthetic_frames(bundle: Bundle, n: int, seed: int = 0) -> Frames:
+    """``n`` synthetic scenes (``edge.synthetic.SceneGenerator``) preprocessed for ``bundle``.
+
+    Half are good, the rest cycle through the defect types, so verdicts on both sides of the
+    threshold are exercised.
+    """
+    from edge.preprocess import preprocess
+    from edge.synthetic import CATEGORIES, DEFECT_TYPES, SceneGenerator
+
+    cfg = bundle.preprocess_config()
+    category = bundle.manifest.provenance.category
+    if category not in CATEGORIES:
+        category = CATEGORIES[0]
+    gen = SceneGenerator(category=category, image_size=max(cfg.image_size, 64), seed=seed)
+    rgbs, x3ds = [], []
+    for i in range(n):
+        defect = "good" if i % 2 == 0 else DEFECT_TYPES[(i // 2) % len(DEFECT_TYPES)]
+        scene = gen.sample(defect)
+        s = preprocess(scene.rgb, scene.xyz, cfg)
+        rgbs.append(s.rgb)
+        x3ds.append(s.x3d)
+    return Frames(rgbs, x3ds, f"synthetic:{category}:seed{seed}")
+
+
+def _dataset_records(root: Path, category: str):
+    from edge.dataset_io import list_samples
+
+    if (root / category).is_dir():
+        return list_samples(root, category, "test")
+    if (root / "test").is_dir():  # the category folder itself
+        return list_samples(root.parent, root.name, "test")
+    raise ValueError(
+        f"--frames {root}: expected a dataset root holding {category}/test or a category folder "
+        "holding test/"
+    )
+
+
+def folder_frames(bundle: Bundle, root: Path, n: int) -> Frames:
+    """Up to ``n`` test samples of a dataset folder (MVTec 3D-AD / Eyecandies layout)."""
+    from edge.dataset_io import load_raw
+    from edge.preprocess import preprocess, preprocess_normals_png
+
+    cfg = bundle.preprocess_config()
+    records = _dataset_records(root, bundle.manifest.provenance.category)
+    # take good and defective samples alike: spread over the sorted list
+    idx = np.unique(np.linspace(0, len(records) - 1, min(n, len(records))).round().astype(int))
+    rgbs, x3ds = [], []
+    for i in idx:
+        raw = load_raw(records[i])
+        if raw.xyz is not None:
+            s = preprocess(raw.rgb, raw.xyz, cfg)
+        else:
+            s = preprocess_normals_png(raw.rgb, raw.normals, cfg)
+        rgbs.append(s.rgb)
+        x3ds.append(s.x3d)
+    return Frames(rgbs, x3ds, f"folder:{root}")
+
+
+def recording_frames(bundle: Bundle, path: Path, n: int) -> Frames:
+    """Up to ``n`` frames of a recording, read through the edge frame sources."""
+    from edge.preprocess import preprocess
+
+    try:
+        from edge.sources import open_source  # type: ignore[attr-defined]
+    except ImportError as exc:
+        raise ValueError(
+            f"--frames {path}: reading recordings needs edge.sources.open_source, which this "
+            "build lacks; pass a dataset folder instead"
+        ) from exc
+    cfg = bundle.preprocess_config()
+    rgbs, x3ds = [], []
+    with open_source(str(path)) as source:
+        for frame in source:
+            s = preprocess(frame.rgb, frame.xyz, cfg)
+            rgbs.append(s.rgb)
+            x3ds.append(s.x3d)
+            if len(rgbs) >= n:
+                break
+    if not rgbs:
+        raise ValueError(f"--frames {path}: the recording delivered no frame")
+    return Frames(rgbs, x3ds, f"recording:{path}")
+
+
+def load_frames(bundle: Bundle, frames: str | None, n: int, seed: int = 0) -> Frames:
+    """Frames for verification: synthetic (default), a dataset folder, or a recording file."""
+    if not frames:
+        return synthetic_frames(bundle, n, seed)
+    path = Path(frames)
+    if path.is_dir():
+        return folder_frames(bundle, path, n)
+    if path.is_file():
+        return recording_frames(bundle, path, n)
+    raise ValueError(f"--frames {frames}: no such folder or recording file")
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _run_dir(bundle: Bundle, run: str | None) -> Path | None:
+    if run:
+        return Path(run)
+    rd = bundle.manifest.provenance.run_dir
+    return Path(rd) if rd and (Path(rd) / "checkpoint.pt").is_file() else None
+
+
+def make_backend(label: str, bundle: Bundle, run_dir: Path | None) -> Backend:
+    """Create one backend by label (``<name>-<precision>``), raising BackendError if impossible."""
+    name, _, precision = label.partition("-")
+    precision = precision or "fp32"
+    if name == "onnxruntime":
+        from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        if precision == "fp16" and not bundle.has_file(MODEL_FP16):
+            raise BackendError("bundle has no model.fp16.onnx (export with --fp16)")
+        return OnnxRuntimeBackend(bundle, precision=precision)
+    if name == "torch":
+        if run_dir is None:
+            raise BackendError("the run directory is unknown (pass --run RUN_DIR)")
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendError("torch is not installed") from exc
+        from export.torch_backend import TorchBackend
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if precision == "fp16" and device == "cpu":
+            raise BackendError("torch FP16 is only compared on CUDA (CPU half is a slow emulation)")
+        return TorchBackend(run_dir=run_dir, device=device, precision=precision)
+    if name == "tensorrt":
+        from edge.backends.tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(bundle, precision=precision)
+    raise BackendError(f"unknown backend {label!r}; choose from {', '.join(ALL_BACKENDS)}")
+
+
+def _expand(requested: list[str] | None) -> list[str]:
+    if not requested:
+        return list(ALL_BACKENDS)
+    out = [REFERENCE]
+    for r in requested:
+        matches = [b for b in ALL_BACKENDS if b == r or b.startswith(r + "-")]
+        if not matches:
+            raise ValueError(f"unknown backend {r!r}; choose from {', '.join(ALL_BACKENDS)}")
+        out += [m for m in matches if m not in out]
+    return out
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def run_backend(backend: Backend, frames: Frames) -> np.ndarray:
+    """Raw maps of every frame: (N, 2, S, S) float32 (rgb, 3d)."""
+    out = [np.stack(backend.infer(r, x)) for r, x in zip(frames.rgb, frames.x3d, strict=True)]
+    return np.stack(out)
+
+
+def compare(
+    a: str,
+    b: str,
+    maps_a: np.ndarray,
+    maps_b: np.ndarray,
+    stats: ScoreStats,
+    threshold: float,
+) -> PairResult:
+    """Compare two backends' raw maps (N,2,S,S) via scores and verdicts."""
+    sa = image_scores(score_maps(maps_a[:, 0], maps_a[:, 1], stats).fused)
+    sb = image_scores(score_maps(maps_b[:, 0], maps_b[:, 1], stats).fused)
+    diff = np.abs(maps_a.astype(np.float64) - maps_b)
+    prec = frozenset({a.rpartition("-")[2], b.rpartition("-")[2]})
+    tol_map, tol_score = TOLERANCES.get(prec, TOLERANCES[frozenset({"fp16"})])
+    return PairResult(
+        a=a,
+        b=b,
+        max_abs_map=float(diff.max()),
+        mean_abs_map=float(diff.mean()),
+        max_abs_score=float(np.abs(sa - sb).max()),
+        flipped=int(np.sum((sa > threshold) != (sb > threshold))),
+        n_frames=len(sa),
+        tol_map=tol_map,
+        tol_score=tol_score,
+    )
+
+
+def _refuse_tensorrt(bundle: Bundle, label: str, reason: str) -> None:
+    from edge.backends.tensorrt_build import engine_key, gpu_info, import_tensorrt, refuse_engine
+
+    gpu = gpu_info()
+    precision = label.rpartition("-")[2]
+    key = engine_key(gpu.name, gpu.compute_capability, import_tensorrt().__version__, precision)
+    refuse_engine(bundle, key, reason)
+
+
+@dataclass
+class VerifyReport:
+    pairs: list[PairResult]
+    ran: list[str]
+    skipped: dict[str, str]
+    threshold: float
+    threshold_note: str
+    frames: str
+    refused: list[str]
+
+    @property
+    def agree(self) -> bool:
+        return bool(self.pairs) and all(p.agree for p in self.pairs) and not self.refused
+
+
+def _stats_and_threshold(bundle: Bundle, ref_maps: np.ndarray) -> tuple[ScoreStats, float, str]:
+    stats = bundle.score_stats()
+    threshold = bundle.manifest.scoring.threshold
+    note = "bundle calibration"
+    if stats is None:
+        acc = StatsAccumulator()
+        acc.add(ref_maps[:, 0], ref_maps[:, 1])
+        stats = acc.result(source="verify frames (bundle not calibrated)")
+        note = "statistics from the verification frames (bundle not calibrated)"
+    if threshold is None:
+        ref_scores = image_scores(score_maps(ref_maps[:, 0], ref_maps[:, 1], stats).fused)
+        threshold = float(np.median(ref_scores))
+        note += "; no threshold in the bundle: median reference score used (worst case)"
+    return stats, float(threshold), note
+
+
+def verify(
+    bundle: Bundle,
+    backends: list[str] | None = None,
+    frames: Frames | None = None,
+    run_dir: Path | None = None,
+    n_frames: int = 8,
+) -> VerifyReport:
+    """Run the backends on the same frames and compare every pair."""
+    frames = frames or load_frames(bundle, None, n_frames)
+    maps: dict[str, np.ndarray] = {}
+    skipped: dict[str, str] = {}
+    for label in _expand(backends):
+        try:
+            backend = make_backend(label, bundle, run_dir)
+        except (BackendError, ImportError) as exc:
+            if label == REFERENCE:
+                raise
+            skipped[label] = str(exc)
+            log.info("verify: skipping %s: %s", label, exc)
+            continue
+        try:
+            maps[label] = run_backend(backend, frames)
+        finally:
+            backend.close()
+    stats, threshold, note = _stats_and_threshold(bundle, maps[REFERENCE])
+    pairs = [
+        compare(a, b, maps[a], maps[b], stats, threshold)
+        for a, b in itertools.combinations(list(maps), 2)
+    ]
+    refused = [
+        label
+        for label in maps
+        if label.startswith("tensorrt") and any(p.flipped and label in (p.a, p.b) for p in pairs)
+    ]
+    for label in refused:
+        worst = max((p for p in pairs if label in (p.a, p.b)), key=lambda p: p.flipped)
+        _refuse_tensorrt(bundle, label, f"flips {worst.flipped} verdicts against {worst.a}")
+    return VerifyReport(pairs, list(maps), skipped, threshold, note, frames.source, refused)
+
+
+def format_report(rep: VerifyReport) -> str:
+    """A plain-text table of the pairwise comparison."""
+    lines = [
+        f"frames: {rep.frames} ({rep.pairs[0].n_frames if rep.pairs else 0}); threshold "
+        f"{rep.threshold:.4g} ({rep.threshold_note})",
+        f"{'a':<18} {'b':<18} {'max|Δmap|':>10} {'mean|Δmap|':>11} {'max|Δscore|':>12} "
+        f"{'flipped':>8}  tol(map, score)  ok",
+    ]
+    for p in rep.pairs:
+        lines.append(
+            f"{p.a:<18} {p.b:<18} {p.max_abs_map:>10.2e} {p.mean_abs_map:>11.2e} "
+            f"{p.max_abs_score:>12.2e} {p.flipped:>8}  ({p.tol_map:g}, {p.tol_score:g})"
+            f"  {'yes' if p.agree else 'NO'}"
+        )
+    for label, why in rep.skipped.items():
+        lines.append(f"skipped {label}: {why}")
+    for label in rep.refused:
+        lines.append(f"REFUSED {label}: its engine flips verdicts and was taken out of service")
+    lines.append("all backends agree" if rep.agree else "BACKENDS DISAGREE")
+    return "\n".join(lines)
+
+
+def run_verify(args) -> int:
+    """Handler of ``trd-edge verify --bundle DIR [--backend ...] [--frames DIR_OR_RECORDING]
+    [--json OUT] [--run RUN_DIR] [--n-frames N]``: exit 0 iff every backend agrees."""
+    bundle = load_bundle(args.bundle)
+    n = int(getattr(args, "n_frames", None) or 8)
+    frames = load_frames(bundle, getattr(args, "frames", None), n, seed=0)
+    rep = verify(
+        bundle,
+        backends=getattr(args, "backend", None) or None,
+        frames=frames,
+        run_dir=_run_dir(bundle, getattr(args, "run", None)),
+    )
+    print(format_report(rep))
+    out = getattr(args, "json_out", None) or getattr(args, "json", None)
+    if out:
+        Path(out).write_text(json.dumps([p.as_dict() for p in rep.pairs], indent=2) + "\n")
+    return 0 if rep.agree else 1
+
+
+def add_verify_args(parser) -> None:
+    """Arguments of ``trd-edge verify`` (for the CLI's sub-parser)."""
+    parser.add_argument("--bundle", required=True, help="model bundle folder")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        default=None,
+        help=f"backends to compare with {REFERENCE} (default: all available): "
+        + ", ".join(ALL_BACKENDS)
+        + " or a family name (onnxruntime, torch, tensorrt)",
+    )
+    parser.add_argument(
+        "--frames",
+        default=None,
+        help="dataset folder or recording (default: synthetic scenes)",
+    )
+    parser.add_argument("--n-frames", type=int, default=8, help="frames to compare")
+    parser.add_argument("--run", default=None, help="run directory (torch reference)")
+    parser.add_argument("--json", dest="json_out", default=None, help="write pair results here")

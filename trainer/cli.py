@@ -1,0 +1,53 @@
+"""Handlers for the torch-side sub-commands `train` and `eval`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from trainer.evaluate import evaluate
+from trainer.run import TrainConfig
+from trainer.train import train
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`trd-edge train`."""
+    cfg = TrainConfig(
+        data_root=args.data_root,
+        category=args.category,
+        modality=args.modality,
+        backbone=args.backbone,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        teacher_weights=args.teacher_weights,
+        seed=args.seed,
+        device=args.device,
+        num_workers=args.num_workers,
+        sobel_ksize=args.sobel_ksize,
+    )
+    out = train(cfg, args.out)
+    print(f"trained run written to {out}")
+    return 0
+
+
+def _fmt(v: float | None) -> str:
+    return "  n/a" if v is None else f"{v:.3f}"
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """`trd-edge eval`: prints a summary table; the full result goes to --json."""
+    res = evaluate(
+        args.run, args.data_root, args.category, json_out=args.json_out,
+        report_dir=args.report, device=args.device, batch_size=args.batch_size,
+    )
+    keys = ("image_auroc", "pixel_auroc", "aupro@0.3", "image_ap", "image_f1_max")
+    print(f"{'':8}" + "".join(f"{k:>13}" for k in keys))
+    for b in ("fused", "rgb", "3d"):
+        print(f"{b:8}" + "".join(f"{_fmt(res[b][k]):>13}" for k in keys))
+    for t, m in res["per_defect_type"].items():
+        print(f"  defect {t:12} image AUROC {_fmt(m['image_auroc'])}")
+    if not args.json_out:
+        print(json.dumps(res["fused"], indent=2))
+    return 0

@@ -1,0 +1,83 @@
+"""Torch Dataset over the torch-free readers (`edge.dataset_io`) and preprocessing (`edge.preprocess`).
+
+The model sees exactly what the edge station computes: this module only converts the
+`PreparedSample` arrays to tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from edge.dataset_io import SampleRecord, load_raw
+from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png, resize_mask
+
+__all__ = ["RGBDDataset", "make_loader"]
+
+
+class RGBDDataset(Dataset):
+    """Samples as dicts: ``rgb`` (3,S,S), ``x3d`` (3,S,S), ``mask`` (1,S,S) float {0,1},
+    ``label`` int, ``defect_type`` str, ``name`` str."""
+
+    def __init__(self, records: Sequence[SampleRecord], cfg: PreprocessConfig):
+        self.records = list(records)
+        self.cfg = cfg
+        if cfg.modality == "depth" and any(r.kind == "eyecandies" for r in self.records):
+            raise ValueError(
+                "preprocessed Eyecandies has no point clouds, only surface-normal images: "
+                "modality 'depth' is not available, use --modality normal"
+            )
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.records[index]
+        raw = load_raw(record)
+        if record.kind == "eyecandies":
+            prepared = preprocess_normals_png(raw.rgb, raw.normals, self.cfg)
+        else:
+            try:
+                prepared = preprocess(raw.rgb, raw.xyz, self.cfg)
+            except ValueError as exc:  # name the file: preprocessing errors do not know it
+                raise ValueError(f"{record.geom_path}: {exc}") from exc
+        size = self.cfg.image_size
+        if raw.gt is not None:
+            mask = resize_mask(raw.gt, size)
+        else:
+            mask = np.zeros((size, size), np.float32)
+        return {
+            "rgb": torch.from_numpy(prepared.rgb),
+            "x3d": torch.from_numpy(prepared.x3d),
+            "mask": torch.from_numpy(mask)[None],
+            "label": int(record.label),
+            "defect_type": record.defect_type,
+            "name": record.name,
+        }
+
+
+def make_loader(
+    records: Sequence[SampleRecord],
+    cfg: PreprocessConfig,
+    batch_size: int = 8,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """DataLoader over `records` (from `list_samples`); shuffling is reproducible via `seed`."""
+    dataset = RGBDDataset(list(records), cfg)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        drop_last=drop_last,
+    )

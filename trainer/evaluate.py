@@ -1,0 +1,92 @@
+"""`trd-edge eval`: validation statistics, test-split metrics per modality and per defect type."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from edge.dataset_io import list_samples
+from edge.scoring import image_scores, score_maps
+from trainer.data import make_loader
+from trainer.inference import calibrate_on, iter_maps
+from trainer.metrics import compute_metrics
+from trainer.run import CALIBRATION_FILE, METRICS_FILE, load_run, write_json
+
+log = logging.getLogger(__name__)
+
+BRANCHES = ("fused", "rgb", "3d")
+
+
+def evaluate(
+    run_dir: str | Path,
+    data_root: str | Path,
+    category: str,
+    json_out: str | Path | None = None,
+    report_dir: str | Path | None = None,
+    device: str = "cpu",
+    batch_size: int = 8,
+    report_samples: int = 12,
+    progress: bool = True,
+) -> dict:
+    """Evaluate a run on `<data_root>/<category>` the way the paper does.
+
+    Statistics are refitted on the validation split of the given data (TRD §8.3) and stored in
+    the run; the test split is scored with them. Image labels come from the folder (a defect
+    folder is a defect even if its mask vanishes at the model's resolution: trd-model.md §13.15).
+    """
+    run = load_run(run_dir, device=device)
+    pre = run.info.preprocess
+    val = list_samples(data_root, category, "validation")
+    test = list_samples(data_root, category, "test")
+    kw = dict(cfg=pre, batch_size=batch_size, shuffle=False)
+    calibration = calibrate_on(run.model, make_loader(val, **kw), device)
+    write_json(Path(run_dir) / CALIBRATION_FILE, calibration)
+    stats = calibration.stats
+
+    maps: dict[str, list[np.ndarray]] = {b: [] for b in BRANCHES}
+    gts, labels, types, names = [], [], [], []
+    loader = make_loader(test, **kw)
+    for mb in tqdm(iter_maps(run.model, loader, device), total=len(loader), desc="eval test",
+                   unit="batch", disable=not progress):
+        scored = score_maps(mb.map_rgb, mb.map_3d, stats)
+        maps["fused"].append(scored.fused)
+        maps["rgb"].append(scored.rgb)
+        maps["3d"].append(scored.x3d)
+        gts.append(mb.batch["mask"][:, 0].numpy() > 0.5)
+        labels.extend(int(v) for v in mb.batch["label"])
+        types.extend(mb.batch["defect_type"])
+        names.extend(mb.batch["name"])
+    all_maps = {b: np.concatenate(v) for b, v in maps.items()}
+    gt = np.concatenate(gts)
+    y = np.asarray(labels)
+    scores = {b: image_scores(m) for b, m in all_maps.items()}
+
+    result: dict = {b: compute_metrics(scores[b], y, all_maps[b], gt) for b in BRANCHES}
+    result["per_defect_type"] = {}
+    good = np.asarray([t == "good" for t in types])
+    for t in sorted(set(types) - {"good"}):
+        sel = good | np.asarray([x == t for x in types])
+        sub = compute_metrics(scores["fused"][sel], y[sel], None, None)
+        result["per_defect_type"][t] = {"image_auroc": sub["image_auroc"]}
+    result["threshold"] = calibration.threshold
+    result["n_test"] = len(y)
+    result["category"] = category
+    result["run"] = str(run_dir)
+
+    text = json.dumps(result, indent=2)
+    write_json(Path(run_dir) / METRICS_FILE, result)
+    if json_out:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(text + "\n")
+    if report_dir:
+        from trainer.report_builder import build_report
+
+        build_report(
+            Path(report_dir), test, pre, all_maps, scores, y, gt, types, names,
+            calibration.threshold, report_samples,
+        )
+    return result

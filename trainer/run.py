@@ -1,0 +1,169 @@
+"""The training run directory: what `trd-edge train` writes and everything downstream reads.
+
+```
+RUN_DIR/
+  run.json          RunInfo: configuration, preprocessing, git revision, per-epoch history
+  checkpoint.pt     model + optimiser + scheduler state (resumable)
+  calibration.json  validation score statistics and image threshold (written after training)
+  metrics.json      the last `trd-edge eval` result (optional)
+```
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.preprocess import PreprocessConfig
+from edge.scoring import ScoreStats
+
+if TYPE_CHECKING:  # torch-side types only for annotations
+    from trainer.model import TRD
+
+RUN_SCHEMA_VERSION = "1.0"
+RUN_FILE = "run.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+CALIBRATION_FILE = "calibration.json"
+METRICS_FILE = "metrics.json"
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, incomplete or inconsistent."""
+
+
+class TrainConfig(BaseModel):
+    """Everything that determines a training run (recorded in run.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data_root: str = Field(description="dataset root holding <category>/train, validation, test")
+    category: str = Field(description="object category (one model per category)")
+    modality: Literal["depth", "normal"] = Field("normal", description="3D image type")
+    backbone: Literal["resnet18", "wide_resnet50_2"] = Field("wide_resnet50_2")
+    image_size: int = Field(256, ge=32, description="square input side, a multiple of 32")
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(0.005, gt=0, description="Adam learning rate (TRD: 0.005)")
+    betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas (TRD: 0.5, 0.999)")
+    gamma: float = Field(0.95, gt=0, le=1, description="ExponentialLR decay per epoch")
+    teacher_weights: str = Field("imagenet", description="imagenet | random | PATH")
+    seed: int = 42
+    device: str = "cpu"
+    num_workers: int = Field(0, ge=0)
+    sobel_ksize: int | None = Field(None, description="normal modality: Sobel aperture override")
+
+
+class EpochRecord(BaseModel):
+    """One finished epoch."""
+
+    epoch: int
+    loss_rgb: float
+    loss_3d: float
+    lr: float
+    seconds: float
+
+
+class RunInfo(BaseModel):
+    """run.json: the provenance of a trained model."""
+
+    schema_version: str = RUN_SCHEMA_VERSION
+    config: TrainConfig
+    preprocess: PreprocessConfig
+    git_revision: str | None = None
+    created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+    dataset_kind: str = "mvtec3d"
+    n_train: int = 0
+    n_validation: int = 0
+    epochs_done: int = 0
+    history: list[EpochRecord] = Field(default_factory=list)
+    torch_version: str | None = None
+
+
+class Calibration(BaseModel):
+    """Validation-split score statistics and the fused image-score threshold."""
+
+    stats: ScoreStats
+    threshold: float
+    threshold_method: str
+    validation_image_scores: list[float] = Field(default_factory=list)
+
+
+@dataclass
+class LoadedRun:
+    """A run loaded for inference."""
+
+    path: Path
+    model: TRD
+    info: RunInfo
+    calibration: Calibration | None
+    metrics: dict | None
+
+
+def git_revision(start: Path | None = None) -> str | None:
+    """The git revision of the code that trains (with `+dirty` for local changes), if known."""
+    here = start or Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=here, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
+def write_json(path: Path, model: BaseModel | dict) -> None:
+    """Write JSON atomically (a crash never leaves half a file behind)."""
+    text = model.model_dump_json(indent=2) if isinstance(model, BaseModel) else json.dumps(
+        model, indent=2
+    )
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+
+
+def read_run_info(run_dir: Path) -> RunInfo:
+    """Read run.json with an error that says what to do when it is missing."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise RunError(
+            f"{run_dir} is not a training run (no {RUN_FILE}); "
+            "pass the --out directory of `trd-edge train`."
+        )
+    return RunInfo.model_validate_json(path.read_text())
+
+
+def read_calibration(run_dir: Path) -> Calibration | None:
+    """The run's validation calibration, or None before it has been computed."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    return Calibration.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> LoadedRun:
+    """Load a trained run's model (eval mode), provenance, calibration and metrics."""
+    import torch
+
+    from trainer.model import TRD
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    ckpt_path = run_dir / CHECKPOINT_FILE
+    if not ckpt_path.is_file():
+        raise RunError(f"{ckpt_path} is missing: the run never finished an epoch.")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    model = TRD(backbone=info.config.backbone)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    metrics_path = run_dir / METRICS_FILE
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    return LoadedRun(run_dir, model, info, read_calibration(run_dir), metrics)
