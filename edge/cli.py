@@ -1,7 +1,8 @@
 """The `trd-edge` command line.
 
-Every sub-command's arguments are declared here; its handler is imported only when it runs, so
-`trd-edge run` on a Jetson never imports torch, and `--help` is instant everywhere.
+Sub-commands are a table of (help, argument builder, handler); the builder and handler modules
+are imported only for the sub-command that runs, so `trd-edge run` on a Jetson never imports
+torch and `trd-edge --help` is instant everywhere.
 """
 
 from __future__ import annotations
@@ -12,11 +13,28 @@ import logging
 import sys
 from collections.abc import Callable
 
-# sub-command -> "module:function" taking the parsed namespace and returning an exit code
-HANDLERS: dict[str, str] = {
-    "synth": "edge.synthetic:run_synth",
-    "train": "trainer.cli:run_train",
-    "eval": "trainer.cli:run_eval",
+# sub-command -> (one-line help, "module:function" adding its arguments, "module:function" running
+# it and returning an exit code). Only the chosen sub-command's modules are imported.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "synth": ("write a synthetic RGB-D dataset (MVTec 3D-AD layout)",
+              "edge.synthetic:add_synth_arguments", "edge.synthetic:run_synth"),
+    "train": ("train a TRD model on good samples of one category",
+              "edge.cli:_add_train", "trainer.cli:run_train"),
+    "eval": ("evaluate a run: AUROC, AUPRO, AP, F1-max per modality and defect type",
+             "edge.cli:_add_eval", "trainer.cli:run_eval"),
+    "export": ("turn a trained run into a model bundle (ONNX FP32 [+ FP16])",
+               "export.onnx_export:add_export_args", "export.onnx_export:run_export"),
+    "verify": ("check that the bundle's backends agree (maps, scores, verdicts)",
+               "export.verify:add_verify_args", "export.verify:run_verify"),
+    "build-engine": ("build a TensorRT engine for this GPU from the bundle's FP16 ONNX",
+                     "edge.backends.tensorrt_build:add_build_engine_args",
+                     "edge.backends.tensorrt_build:run_build_engine"),
+    "record": ("record frames from a camera; write good parts in the MVTec 3D-AD layout",
+               "edge.sources.record:add_record_arguments", "edge.sources.record:run_record"),
+    "schema": ("print the JSON Schema of the MQTT messages",
+               "edge.cli:_add_schema", "edge.verdict:print_schema"),
+    "config": ("check a station configuration file, listing every problem",
+               "edge.cli:_add_config", "edge.config:run_config_check"),
 }
 
 TORCH_HINT = (
@@ -25,31 +43,7 @@ TORCH_HINT = (
 )
 
 
-def _add_synth(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "synth",
-        help="write a synthetic RGB-D dataset in the MVTec 3D-AD layout",
-        description="Objects on a background plane with defects visible only in colour, only in "
-        "geometry, or in both, with ground-truth masks (rgb PNG, xyz float32 TIFF, gt PNG).",
-    )
-    p.add_argument("--out", required=True, help="dataset root to write")
-    p.add_argument("--categories", nargs="+", default=None, help="categories (default: all)")
-    p.add_argument("--image-size", type=int, default=128, help="image side in pixels")
-    p.add_argument("--n-train", type=int, default=60)
-    p.add_argument("--n-validation", type=int, default=12)
-    p.add_argument("--n-test-good", type=int, default=12)
-    p.add_argument("--n-test-per-defect", type=int, default=12)
-    p.add_argument("--seed", type=int, default=0)
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a TRD model on good samples of one category",
-        description="Trains both students (RGB and 3D) with their crossmodal Filter and "
-        "Amplifier; checkpoints every epoch into --out and resumes from it; calibrates score "
-        "statistics on the validation split at the end.",
-    )
+def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, help="dataset root (MVTec 3D-AD layout or "
                    "preprocessed Eyecandies)")
     p.add_argument("--category", required=True)
@@ -71,11 +65,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="normal modality: Sobel aperture (default per category, else 5)")
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a run: I/P-AUROC, AUPRO, AP, F1-max per modality and per defect type",
-    )
+def _add_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory from `trd-edge train`")
     p.add_argument("--data-root", required=True)
     p.add_argument("--category", required=True)
@@ -85,15 +75,30 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
 
 
-BUILDERS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
-    "synth": _add_synth,
-    "train": _add_train,
-    "eval": _add_eval,
-}
+def _add_schema(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--message", choices=["verdict", "status", "metrics"], default="verdict",
+                   help="which message's schema to print")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (handlers are resolved lazily)."""
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", metavar="FILE", required=True,
+                   help="YAML or TOML station configuration to validate")
+
+
+def _import(ref: str) -> Callable:
+    module, func = ref.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "torch":
+            raise SystemExit(f"trd-edge: {TORCH_HINT}") from exc
+        raise
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only the sub-command named in `argv` gets its arguments (lazily)."""
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = argparse.ArgumentParser(
         prog="trd-edge",
         description="Multimodal (RGB + 3D) anomaly detection with Tuned Reverse Distillation: "
@@ -102,30 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in HANDLERS:
-        BUILDERS[name](sub)
+    for name, (help_text, add_args, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _import(add_args)(p)
     return parser
-
-
-def resolve(name: str) -> Callable[[argparse.Namespace], int]:
-    """Import a sub-command's handler, turning a missing torch into an actionable message."""
-    module, func = HANDLERS[name].split(":")
-    try:
-        return getattr(importlib.import_module(module), func)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "torch":
-            raise SystemExit(f"trd-edge {name}: {TORCH_HINT}") from exc
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `trd-edge` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    handler = resolve(args.command)
+    handler = _import(COMMANDS[args.command][2])
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:

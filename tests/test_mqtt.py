@@ -27,7 +27,6 @@ try:
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from broker import Subscriber, free_port, start_broker, wait_until
 
-jsonschema = pytest.importorskip("jsonschema")
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = ModelRef(id="puck-rn18", sha256="cd" * 32, variant="resnet18-64-depth/onnxruntime")
@@ -201,6 +200,7 @@ def test_heatmap_rate_limit_and_expiry(tmp_path):
 
 @pytest.mark.mqtt
 def test_session_delivered_in_order_with_schema_and_status(tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")  # dev dependency
     broker = start_broker(tmp_path)
     cfg = make_config(
         broker.port, tmp_path, **{"publish.heatmap.enabled": True, "publish.heatmap.format": "png"}

@@ -20,8 +20,6 @@ from edge.verdict import (
     verdict_json_schema,
 )
 
-jsonschema = pytest.importorskip("jsonschema")
-
 
 def make_verdict(**changes) -> Verdict:
     fields = dict(
@@ -43,6 +41,7 @@ def make_verdict(**changes) -> Verdict:
 
 
 def test_verdict_round_trips_and_matches_its_schema():
+    jsonschema = pytest.importorskip("jsonschema")  # dev dependency
     v = make_verdict()
     wire = json.loads(v.to_json())
     jsonschema.validate(wire, verdict_json_schema())
@@ -54,6 +53,7 @@ def test_verdict_round_trips_and_matches_its_schema():
 
 
 def test_schema_rejects_what_the_model_rejects():
+    jsonschema = pytest.importorskip("jsonschema")  # dev dependency
     schema = verdict_json_schema()
     good = json.loads(make_verdict().to_json())
     for key, bad in [
@@ -113,6 +113,7 @@ def test_print_schema_outputs_the_schema(capsys):
 
 
 def test_status_and_metrics_messages_validate():
+    jsonschema = pytest.importorskip("jsonschema")  # dev dependency
     now = datetime.now(timezone.utc)
     status = StatusMessage(state="online", station="st1", version="0.1.0", timestamp=now)
     jsonschema.validate(json.loads(status.to_json()), message_json_schema("status"))

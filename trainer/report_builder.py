@@ -36,7 +36,7 @@ def _visuals(rec: SampleRecord, cfg: PreprocessConfig) -> tuple[np.ndarray, np.n
         prep = preprocess(raw.rgb, raw.xyz, cfg)
     else:
         prep = preprocess_normals_png(raw.rgb, raw.normals, cfg)
-    rgb = resize_rgb(raw.rgb, cfg.image_size).astype(np.float32) / 255.0
+    rgb = resize_rgb(raw.rgb, cfg.image_size)
     return rgb, prep.x3d_vis.transpose(1, 2, 0)
 
 
