@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edge.frames import Intrinsics
+from edge.sources.pacing import Pacer
 from edge.sources.realsense import require_pyrealsense2
 
 __all__ = ["DEFAULT_SERIAL", "intrinsics_from_xyz", "write_recording", "xyz_to_depth"]
@@ -154,6 +155,7 @@ def write_recording(
     depth_units: float = 0.001,
     fps: int = 30,
     serial: str = DEFAULT_SERIAL,
+    pace: bool = True,
 ) -> int:
     """Record RGB-D frames into a RealSense ``.db3`` file; returns the number of frames pushed.
 
@@ -210,8 +212,10 @@ def write_recording(
     color_sensor.start(delivered.callback("color"))
     count = 0
     try:
+        pacer = Pacer(fps if pace else None)
         for index, item in enumerate(frames):
             rgb, depth, number, stamp = _unpack(item, index, fps)
+            pacer.wait(float("inf"))
             if depth is not None:
                 depth = np.ascontiguousarray(depth)
                 if depth.shape != (h, w) or depth.dtype != np.uint16:
