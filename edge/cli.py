@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                      "edge.backends.tensorrt_build:run_build_engine"),
     "record": ("record frames from a camera; write good parts in the MVTec 3D-AD layout",
                "edge.sources.record:add_record_arguments", "edge.sources.record:run_record"),
+    "demo": ("the whole product on this machine: synthetic data, training, a running station",
+             "export.demo:add_demo_arguments", "export.demo:run_demo"),
     "run": ("run the station: camera → model → verdicts over MQTT",
             "edge.run_cmd:add_run_arguments", "edge.run_cmd:run_run"),
     "schema": ("print the JSON Schema of the MQTT messages",

@@ -305,8 +305,12 @@ class HealthReporter:
         try:
             write_json_atomic(self.path, self.document())
         except OSError as exc:  # health must never stop the station
-            log.warning("cannot write health file %s: %s (check its folder exists and is "
-                        "writable, e.g. RuntimeDirectory= in the systemd unit)", self.path, exc)
+            log.warning(
+                "cannot write health file %s: %s (check its folder exists and is "
+                "writable, e.g. RuntimeDirectory= in the systemd unit)",
+                self.path,
+                exc,
+            )
 
     def _start_http(self, bind: str, port: int) -> None:
         reporter = self

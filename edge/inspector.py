@@ -15,7 +15,7 @@ from edge.backends.base import Backend
 from edge.bundle import Bundle, BundleError
 from edge.frames import Frame
 from edge.preprocess import PreparedSample, PreprocessConfig, preprocess
-from edge.scoring import Region, ScoreStats, ScoredMaps, defect_regions, score_maps
+from edge.scoring import Region, ScoredMaps, ScoreStats, defect_regions, score_maps
 
 STAGES = ("capture", "preprocess", "h2d", "inference", "d2h", "postprocess", "publish")
 

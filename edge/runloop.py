@@ -166,6 +166,7 @@ class RunLoop:
 
     def run(self) -> LoopStats:
         """Run until the source ends, `max_frames` verdicts are out, or `stop()` is called."""
+        self.stats.started = time.monotonic()
         self._threads = threads = [
             threading.Thread(target=self._capture, name="capture", daemon=True),
             threading.Thread(target=self._preprocess, name="preprocess", daemon=True),

@@ -7,7 +7,6 @@ The model sees exactly what the edge station computes: this module only converts
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch

@@ -17,6 +17,7 @@ from trainer.data import make_loader
 from trainer.inference import calibrate_on
 from trainer.loss import branch_loss
 from trainer.model import TRD
+from trainer.pretrain import recalibrate_teacher, wants_bn_recalibration
 from trainer.run import (
     CALIBRATION_FILE,
     CHECKPOINT_FILE,
@@ -96,6 +97,11 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     info = _check_resume(out, cfg)
     model = TRD(cfg.backbone, teacher_state=resolve_teacher_weights(cfg.teacher_weights, cfg.backbone))
     model.to(device)
+    if wants_bn_recalibration(cfg.teacher_weights, cfg.backbone):
+        # Offline teachers: BN statistics re-estimated on the good training images (on resume
+        # the checkpoint restores the same buffers). docs/offline-teachers.md
+        bn_loader = make_loader(train_records, batch_size=cfg.batch_size, **loader_kw)
+        recalibrate_teacher(model, bn_loader, device)
     optims = {
         b: torch.optim.Adam(model.student_parameters(b), lr=cfg.lr, betas=cfg.betas)
         for b in ("rgb", "3d")

@@ -1,0 +1,73 @@
+"""Refit per-modality score statistics on station frames and score the frames with them.
+
+The raw maps must be kept until the statistics are known (the image score is the maximum of
+the map normalised *with* those statistics, then smoothed), so `MapStore` keeps them in a
+disk-backed array: 2·S²·4 bytes per frame (0.5 MB at 256²), not RAM, so a long calibration on
+a Jetson does not run out of memory.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge.scoring import ScoreStats, StatsAccumulator, score_maps
+
+__all__ = ["MapStore", "fit_statistics", "image_scores"]
+
+
+class MapStore:
+    """Raw (map_rgb, map_3d) pairs of up to ``capacity`` frames, in a temporary memmap."""
+
+    def __init__(self, capacity: int, image_size: int, folder: str | Path | None = None) -> None:
+        if capacity <= 0:
+            raise ValueError(f"capacity must be > 0, got {capacity}")
+        self._tmp = tempfile.TemporaryDirectory(prefix="trd-calib-", dir=folder)
+        path = Path(self._tmp.name) / "maps.npy"
+        self.maps = np.lib.format.open_memmap(
+            path, mode="w+", dtype=np.float32, shape=(capacity, 2, image_size, image_size)
+        )
+        self.count = 0
+        self._acc = StatsAccumulator()
+
+    def add(self, map_rgb: np.ndarray, map_3d: np.ndarray) -> None:
+        """Store one frame's raw maps (each (S,S) or (1,1,S,S)) and update the statistics."""
+        if self.count >= self.maps.shape[0]:
+            raise ValueError(f"map store is full ({self.maps.shape[0]} frames)")
+        s = self.maps.shape[-1]
+        self.maps[self.count, 0] = np.asarray(map_rgb, np.float32).reshape(s, s)
+        self.maps[self.count, 1] = np.asarray(map_3d, np.float32).reshape(s, s)
+        self._acc.add(self.maps[self.count, 0], self.maps[self.count, 1])
+        self.count += 1
+
+    def statistics(self, source: str) -> ScoreStats:
+        """Mean/std per modality over every pixel of every stored map (as training does)."""
+        return self._acc.result(source=source)
+
+    def close(self) -> None:
+        """Delete the backing file."""
+        del self.maps
+        self._tmp.cleanup()
+
+    def __enter__(self) -> MapStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def fit_statistics(store: MapStore, source: str) -> ScoreStats:
+    """The station's per-modality statistics (raises ValueError for constant maps)."""
+    return store.statistics(source)
+
+
+def image_scores(store: MapStore, stats: ScoreStats, batch: int = 16) -> np.ndarray:
+    """Fused image scores of every stored frame under ``stats`` (same rule as the live loop)."""
+    out = np.empty(store.count, np.float64)
+    for i in range(0, store.count, batch):
+        j = min(i + batch, store.count)
+        maps = score_maps(store.maps[i:j, 0], store.maps[i:j, 1], stats)
+        out[i:j] = maps.fused.reshape(j - i, -1).max(axis=1)
+    return out

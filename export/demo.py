@@ -1,0 +1,122 @@
+"""`trd-edge demo`: the whole product on a fresh machine, with no camera and no broker.
+
+1. generate a synthetic RGB-D dataset (`trd-edge synth`),
+2. train the light model on CPU with the offline teacher (`trd-edge train`),
+3. evaluate it (`trd-edge eval`) and export a bundle (`trd-edge export`),
+4. run the station on the synthetic camera (`trd-edge run --camera synthetic`), publishing to a
+   local mosquitto when one is installed, and print every verdict.
+
+Steps 1–3 are cached in the work directory, so a second `demo` starts the station at once.
+It lives in `export/` because it needs torch for steps 2–3 (edge/ never imports torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_WORKDIR = Path("~/.cache/trd-edge/demo")
+
+
+class DemoRecipe(BaseModel):
+    """The demo's data and training settings (chosen by measurement: docs/offline-teachers.md)."""
+
+    category: str = "puck"
+    image_size: int = 64
+    n_train: int = 48
+    modality: str = "normal"
+    backbone: str = "resnet18"
+    epochs: int = 20
+    batch_size: int = 8
+    teacher_weights: str = "random"
+    seed: int = 0
+
+    def key(self) -> str:
+        """Cache key: a changed recipe retrains."""
+        return json.dumps(self.model_dump(), sort_keys=True)
+
+
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `trd-edge demo`."""
+    p.add_argument("--workdir", default=str(DEFAULT_WORKDIR),
+                   help="where data, run and bundle are cached (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=30, help="verdicts to show, then stop")
+    p.add_argument("--defect-rate", type=float, default=0.3, help="share of defective parts")
+    p.add_argument("--fps", type=float, default=5.0, help="synthetic camera frame rate")
+    p.add_argument("--mqtt", default=None, help="broker URL; default: start a local mosquitto "
+                   "if installed; 'none' = console only")
+    p.add_argument("--retrain", action="store_true", help="ignore the cached model")
+
+
+def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> Path:
+    """Synthesise, train, evaluate and export once; return the cached bundle directory."""
+    from edge.synthetic import write_dataset
+    from export.onnx_export import export_bundle
+    from trainer.evaluate import evaluate
+    from trainer.run import TrainConfig
+    from trainer.train import train
+
+    bundle = workdir / "bundle"
+    stamp = workdir / "recipe.json"
+    if not retrain and (bundle / "manifest.json").is_file() and stamp.is_file() \
+            and stamp.read_text() == recipe.key():
+        log.info("using the cached demo model in %s (--retrain to rebuild)", bundle)
+        return bundle
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data, run = workdir / "data", workdir / "run"
+    print(f"[1/3] synthetic RGB-D data set → {data}")
+    write_dataset(data, categories=(recipe.category,), image_size=recipe.image_size,
+                  n_train=recipe.n_train, n_validation=12, n_test_good=12,
+                  n_test_per_defect=8, seed=recipe.seed, progress=True)
+    print(f"[2/3] training TRD ({recipe.backbone}, {recipe.modality}, {recipe.image_size}px, "
+          f"{recipe.epochs} epochs, teacher: {recipe.teacher_weights}) → {run}")
+    if run.exists() and retrain:
+        import shutil
+
+        shutil.rmtree(run)
+    cfg = TrainConfig(
+        data_root=str(data), category=recipe.category, modality=recipe.modality,
+        backbone=recipe.backbone, image_size=recipe.image_size, epochs=recipe.epochs,
+        batch_size=recipe.batch_size, teacher_weights=recipe.teacher_weights, seed=recipe.seed,
+    )
+    train(cfg, run)
+    res = evaluate(run, data, recipe.category, progress=False)
+    per_type = ", ".join(f"{t} {m['image_auroc']:.2f}" for t, m in res["per_defect_type"].items())
+    print(f"      test image AUROC fused {res['fused']['image_auroc']:.2f} ({per_type})")
+    print(f"[3/3] exporting the model bundle → {bundle}")
+    export_bundle(run, bundle, fp16=False)
+    stamp.write_text(recipe.key())
+    print(f"      ready in {time.perf_counter() - t0:.0f} s")
+    return bundle
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """`trd-edge demo` handler."""
+    from edge.config import load_config
+    from edge.run_cmd import assemble, summarise
+
+    recipe = DemoRecipe()
+    workdir = Path(args.workdir).expanduser()
+    bundle = prepare_bundle(workdir, recipe, args.retrain)
+    camera = (f"synthetic:{recipe.category}?size={recipe.image_size}"
+              f"&defect_rate={args.defect_rate}&fps={args.fps}&seed=1")
+    mqtt_enabled = (args.mqtt or "").lower() != "none"
+    overrides = {
+        "bundle": str(bundle), "camera.source": camera, "station": "demo",
+        "mqtt.url": args.mqtt if mqtt_enabled else None,
+        "outbox.path": str(workdir / "outbox.sqlite3"),
+    }
+    config = load_config(None, overrides=overrides)
+    print(f"station 'demo' on camera {camera}; verdicts:")
+    with assemble(config, args.frames, console=True, mqtt_enabled=mqtt_enabled) as station:
+        stats = station.loop.run()
+    print(summarise(stats))
+    return 0
