@@ -215,3 +215,19 @@ def test_text_report_has_fix_lines(tmp_path, capsys) -> None:
     out = capsys.readouterr().out
     assert "[FAIL] bundle:" in out and "FIX: copy the complete bundle" in out
     assert "1 failed" in out
+
+
+def test_doctor_imports_no_torch(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from edge.doctor import main\n"
+        f"main(['--bundle', {str(tmp_path / 'nope')!r}, '--camera', 'synthetic?size=32', "
+        "'--skip', 'broker', 'disk'])\n"
+        "assert 'torch' not in sys.modules, 'the doctor imported torch'\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "[ OK ] camera: synthetic" in res.stdout

@@ -74,8 +74,9 @@ def _outbox_sequence(path: Path) -> int:
 @pytest.mark.mqtt
 @pytest.mark.realsense
 def test_recording_to_broker_every_verdict_valid(tmp_path: Path, bundle: Path) -> None:
-    from edge.cli import main
     from rs_fixtures import make_recording
+
+    from edge.cli import main
 
     rec = make_recording(tmp_path / "session.db3", n=10, size=SIZE,
                          defects=("good", "color", "geometry"), depth_missing=(5,))
