@@ -59,8 +59,9 @@ STATION_FILE = "calibration/station.json"
 MAX_TIMEOUTS = 6  # consecutive read timeouts (5 s each) before giving up on a live camera
 # Placeholder normalisation so a bundle without statistics can still run through `Inspector`;
 # only its prepare/infer steps are used here, never its scores.
-_PLACEHOLDER = ScoreStats(rgb_mean=0.0, rgb_std=1.0, x3d_mean=0.0, x3d_std=1.0, n_maps=0,
-                          source="placeholder")
+_PLACEHOLDER = ScoreStats(
+    rgb_mean=0.0, rgb_std=1.0, x3d_mean=0.0, x3d_std=1.0, n_maps=0, source="placeholder"
+)
 
 
 @dataclass
@@ -221,9 +222,7 @@ def calibrate(
         if f1_dir is None:
             fit: ThresholdFit | F1Fit = fit_threshold(scores, target_fpr, method, confidence)
             thr = fit.threshold
-            method_str = (
-                f"station-fpr-{fit.method}(target={target_fpr:g},n={fit.n_frames})"
-            )
+            method_str = f"station-fpr-{fit.method}(target={target_fpr:g},n={fit.n_frames})"
             statement = fit.statement
         else:
             labelled_scores, labelled_labels = _score_labelled(inspector, f1_dir, stats, size)
@@ -240,12 +239,15 @@ def calibrate(
     station_geo = geo.result()
     training, training_note = None, "not compared (--no-compare)"
     if compare_training:
-        training, training_note = training_geometry(m.provenance.dataset, m.provenance.category,
-                                                     pre)
+        training, training_note = training_geometry(
+            m.provenance.dataset, m.provenance.category, pre
+        )
     plane_cut = float(pre.get("plane_distance", 0.005))
-    warnings = compare_geometry(station_geo, training, plane_cut) if station_geo else [
-        "no frame gave a background plane: geometry not recorded"
-    ]
+    warnings = (
+        compare_geometry(station_geo, training, plane_cut)
+        if station_geo
+        else ["no frame gave a background plane: geometry not recorded"]
+    )
     intr = geo.intrinsics
     record = StationRecord(
         fitted_at=utc_now(),
@@ -253,41 +255,73 @@ def calibrate(
         depth_scale=getattr(intr, "depth_scale", None),
         intrinsics=(
             {k: float(getattr(intr, k)) for k in ("fx", "fy", "cx", "cy", "width", "height")}
-            if intr is not None else None
+            if intr is not None
+            else None
         ),
-        preprocess={k: pre[k] for k in ("image_size", "modality", "plane_distance",
-                                        "closing_iterations", "fill_iterations") if k in pre},
+        preprocess={
+            k: pre[k]
+            for k in (
+                "image_size",
+                "modality",
+                "plane_distance",
+                "closing_iterations",
+                "fill_iterations",
+            )
+            if k in pre
+        },
         station=station_geo,
         training=training,
         training_note=training_note,
         warnings=warnings,
         calibration={
-            "threshold": thr, "threshold_method": method_str, "backend": backend_label,
-            "frames": frames, "skipped_defective": skipped, "unusable": unusable,
-            "fit": fit.as_dict(), "stats": stats.model_dump(),
+            "threshold": thr,
+            "threshold_method": method_str,
+            "backend": backend_label,
+            "frames": frames,
+            "skipped_defective": skipped,
+            "unusable": unusable,
+            "fit": fit.as_dict(),
+            "stats": stats.model_dump(),
         },
     )
     summary = CalibrationSummary(
-        bundle=str(bundle.path), source=camera, backend=backend_label, n_frames=frames,
-        skipped_defective=skipped, scores=scores, threshold=thr, method=method_str,
-        statement=statement, stats=stats.model_dump(), previous_threshold=prev_thr,
-        previous_method=prev_method, previous_scores=prev_scores,
-        labelled_scores=labelled_scores, labelled_labels=labelled_labels,
-        geometry_lines=[*(scene_lines(station_geo) if station_geo else []),
-                        f"  training geometry: {training_note}"],
+        bundle=str(bundle.path),
+        source=camera,
+        backend=backend_label,
+        n_frames=frames,
+        skipped_defective=skipped,
+        scores=scores,
+        threshold=thr,
+        method=method_str,
+        statement=statement,
+        stats=stats.model_dump(),
+        previous_threshold=prev_thr,
+        previous_method=prev_method,
+        previous_scores=prev_scores,
+        labelled_scores=labelled_scores,
+        labelled_labels=labelled_labels,
+        geometry_lines=[
+            *(scene_lines(station_geo) if station_geo else []),
+            f"  training geometry: {training_note}",
+        ],
         warnings=list(warnings),
     )
     written: list[Path] = []
     if write:
         bundle.record_calibration(
-            StatsSpec(**stats.model_dump()), thr, method_str,
+            StatsSpec(**stats.model_dump()),
+            thr,
+            method_str,
             note=f"{camera}, {frames} good frames, {backend_label}: {statement}",
         )
         written.append(bundle.save_manifest())
         written.append(_write_station_record(bundle.path, record))
         summary.files = [str(p) for p in written]
-    folder = Path(report_dir) if report_dir is not None else (
-        bundle.path / "calibration" if write else None)
+    folder = (
+        Path(report_dir)
+        if report_dir is not None
+        else (bundle.path / "calibration" if write else None)
+    )
     if folder is not None:
         written += write_report(summary, folder)
     return CalibrationResult(stats, thr, method_str, fit, scores, record, summary, written)
@@ -306,8 +340,9 @@ def _score_labelled(
         raise CalibrationError(f"--f1 {folder}: {exc}") from exc
     with MapStore(n, size) as store:
         try:
-            _, _, labels = _collect(inspector, f"folder:{path}", n, store, None, None,
-                                    want_label=None)
+            _, _, labels = _collect(
+                inspector, f"folder:{path}", n, store, None, None, want_label=None
+            )
         except CalibrationError as exc:
             if "ended after" not in str(exc):
                 raise
@@ -338,38 +373,71 @@ def _write_station_record(bundle_path: Path, record: StationRecord) -> Path:
 def add_calibrate_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trd-edge calibrate``."""
     parser.add_argument("--bundle", required=True, help="model bundle folder")
-    parser.add_argument("--camera", required=True, help="station source of GOOD parts: "
-                        "realsense[:SERIAL] | file:PATH.db3 | folder:DIR | synthetic[:CATEGORY]")
-    parser.add_argument("--frames", type=int, required=True,
-                        help=f"good frames to use (>= {MIN_FRAMES}; ~1/target-fpr to measure "
-                        "the target, ~3/target-fpr for a 95 %% guarantee)")
+    parser.add_argument(
+        "--camera",
+        required=True,
+        help="station source of GOOD parts: "
+        "realsense[:SERIAL] | file:PATH.db3 | folder:DIR | synthetic[:CATEGORY]",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        required=True,
+        help=f"good frames to use (>= {MIN_FRAMES}; ~1/target-fpr to measure "
+        "the target, ~3/target-fpr for a 95 %% guarantee)",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--target-fpr", type=float, default=0.001,
-                      help="false-alarm rate on good parts (default 0.001)")
-    mode.add_argument("--f1", metavar="LABELLED_DIR", default=None,
-                      help="set the threshold for best F1 on this labelled MVTec 3D-AD style "
-                      "folder (good/ and defect sub-folders) instead")
-    parser.add_argument("--method", choices=["quantile", "conservative"], default="quantile",
-                        help="quantile: expected FPR = target; conservative: FPR <= target with "
-                        "--confidence (needs more frames)")
+    mode.add_argument(
+        "--target-fpr",
+        type=float,
+        default=0.001,
+        help="false-alarm rate on good parts (default 0.001)",
+    )
+    mode.add_argument(
+        "--f1",
+        metavar="LABELLED_DIR",
+        default=None,
+        help="set the threshold for best F1 on this labelled MVTec 3D-AD style "
+        "folder (good/ and defect sub-folders) instead",
+    )
+    parser.add_argument(
+        "--method",
+        choices=["quantile", "conservative"],
+        default="quantile",
+        help="quantile: expected FPR = target; conservative: FPR <= target with "
+        "--confidence (needs more frames)",
+    )
     parser.add_argument("--confidence", type=float, default=0.95)
-    parser.add_argument("--backend", default="auto", help="auto | onnxruntime | "
-                        "onnxruntime-fp16 | tensorrt (the one the station runs)")
-    parser.add_argument("--report", default=None,
-                        help="report folder (default BUNDLE/calibration)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="report only; leave the bundle unchanged")
-    parser.add_argument("--no-compare", action="store_true",
-                        help="do not look for the training data to compare geometry")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="auto | onnxruntime | onnxruntime-fp16 | tensorrt (the one the station runs)",
+    )
+    parser.add_argument("--report", default=None, help="report folder (default BUNDLE/calibration)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report only; leave the bundle unchanged"
+    )
+    parser.add_argument(
+        "--no-compare",
+        action="store_true",
+        help="do not look for the training data to compare geometry",
+    )
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     """Handler of ``trd-edge calibrate``; prints the report, returns 0."""
     result = calibrate(
-        args.bundle, args.camera, args.frames,
-        target_fpr=args.target_fpr, f1_dir=args.f1, backend=args.backend,
-        report_dir=args.report, method=args.method, confidence=args.confidence,
-        write=not args.dry_run, compare_training=not args.no_compare,
+        args.bundle,
+        args.camera,
+        args.frames,
+        target_fpr=args.target_fpr,
+        f1_dir=args.f1,
+        backend=args.backend,
+        report_dir=args.report,
+        method=args.method,
+        confidence=args.confidence,
+        write=not args.dry_run,
+        compare_training=not args.no_compare,
     )
     print(text_report(result.summary))
     return 0

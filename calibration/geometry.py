@@ -82,8 +82,9 @@ class StationRecord(BaseModel):
     calibration: dict = Field(default_factory=dict)
 
 
-def measure_xyz(xyz: np.ndarray, plane_distance: float = 0.005, closing_iterations: int = 3
-                ) -> FrameGeometry:
+def measure_xyz(
+    xyz: np.ndarray, plane_distance: float = 0.005, closing_iterations: int = 3
+) -> FrameGeometry:
     """Measure one ``H×W×3`` cloud; raises ValueError when the corner plane is degenerate."""
     xyz = np.asarray(xyz, np.float32)
     valid = xyz[..., 2] != 0
@@ -121,8 +122,9 @@ def measure_xyz(xyz: np.ndarray, plane_distance: float = 0.005, closing_iteratio
 class GeometryAccumulator:
     """Collects per-frame geometry (every ``every``-th frame) and the camera's intrinsics."""
 
-    def __init__(self, plane_distance: float = 0.005, closing_iterations: int = 3,
-                 every: int = 1) -> None:
+    def __init__(
+        self, plane_distance: float = 0.005, closing_iterations: int = 3, every: int = 1
+    ) -> None:
         self.plane_distance = plane_distance
         self.closing_iterations = closing_iterations
         self.every = max(1, int(every))
@@ -188,16 +190,22 @@ def training_geometry(
     from edge.dataset_io import DatasetError, list_samples, load_raw
 
     if not dataset or not category:
-        return None, ("the bundle's provenance names no dataset/category: station geometry "
-                      "stored alone, no comparison")
+        return None, (
+            "the bundle's provenance names no dataset/category: station geometry "
+            "stored alone, no comparison"
+        )
     try:
         records = list_samples(dataset, category, "train")
     except (DatasetError, OSError) as exc:
-        return None, (f"training data {dataset} ({category}) is not reachable here ({exc}): "
-                      "station geometry stored alone, no comparison")
+        return None, (
+            f"training data {dataset} ({category}) is not reachable here ({exc}): "
+            "station geometry stored alone, no comparison"
+        )
     if records[0].kind != "mvtec3d":
-        return None, (f"training data {dataset} ({category}) has no point clouds (precomputed "
-                      "normals): station geometry stored alone, no comparison")
+        return None, (
+            f"training data {dataset} ({category}) has no point clouds (precomputed "
+            "normals): station geometry stored alone, no comparison"
+        )
     idx = np.unique(np.linspace(0, len(records) - 1, min(max_samples, len(records))).astype(int))
     acc = GeometryAccumulator(
         float(preprocess.get("plane_distance", 0.005)),

@@ -63,31 +63,59 @@ def histogram_png(summary: CalibrationSummary, path: Path) -> Path | None:
     panels = 2 if summary.previous_scores is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), squeeze=False)
     ax = axes[0, 0]
-    ax.hist(summary.scores, bins=min(60, max(10, summary.n_frames // 4)), color="tab:green",
-            alpha=0.75, label=f"good frames (n={summary.n_frames})")
+    ax.hist(
+        summary.scores,
+        bins=min(60, max(10, summary.n_frames // 4)),
+        color="tab:green",
+        alpha=0.75,
+        label=f"good frames (n={summary.n_frames})",
+    )
     if summary.labelled_scores is not None and summary.labelled_labels is not None:
         bad = summary.labelled_scores[summary.labelled_labels == 1]
         if bad.size:
-            ax.hist(bad, bins=min(40, max(5, bad.size // 2)), color="tab:red", alpha=0.6,
-                    label=f"labelled defects (n={bad.size})")
-    ax.axvline(summary.threshold, color="k", lw=2,
-               label=f"station threshold {summary.threshold:.2f} ({summary.method})")
+            ax.hist(
+                bad,
+                bins=min(40, max(5, bad.size // 2)),
+                color="tab:red",
+                alpha=0.6,
+                label=f"labelled defects (n={bad.size})",
+            )
+    ax.axvline(
+        summary.threshold,
+        color="k",
+        lw=2,
+        label=f"station threshold {summary.threshold:.2f} ({summary.method})",
+    )
     if summary.previous_threshold is not None and summary.previous_scores is None:
-        ax.axvline(summary.previous_threshold, color="tab:orange", ls="--",
-                   label=f"previous threshold {summary.previous_threshold:.2f}")
+        ax.axvline(
+            summary.previous_threshold,
+            color="tab:orange",
+            ls="--",
+            label=f"previous threshold {summary.previous_threshold:.2f}",
+        )
     ax.set_xlabel("image score (station statistics)")
     ax.set_ylabel("frames")
     ax.set_title("station calibration")
     ax.legend(fontsize=8)
     if panels == 2:
         ax2 = axes[0, 1]
-        ax2.hist(summary.previous_scores, bins=min(60, max(10, summary.n_frames // 4)),
-                 color="tab:blue", alpha=0.75, label="same good frames")
+        ax2.hist(
+            summary.previous_scores,
+            bins=min(60, max(10, summary.n_frames // 4)),
+            color="tab:blue",
+            alpha=0.75,
+            label="same good frames",
+        )
         if summary.previous_threshold is not None:
             fpr = summary.previous_fpr_on_frames
-            ax2.axvline(summary.previous_threshold, color="tab:orange", ls="--", lw=2,
-                        label=f"previous threshold {summary.previous_threshold:.2f} "
-                        f"({fpr:.1%} of these frames rejected)")
+            ax2.axvline(
+                summary.previous_threshold,
+                color="tab:orange",
+                ls="--",
+                lw=2,
+                label=f"previous threshold {summary.previous_threshold:.2f} "
+                f"({fpr:.1%} of these frames rejected)",
+            )
         ax2.set_xlabel("image score (previous statistics)")
         ax2.set_title(f"before: {summary.previous_method or 'previous calibration'}")
         ax2.legend(fontsize=8)
@@ -108,8 +136,11 @@ def text_report(summary: CalibrationSummary) -> str:
         f"calibration of {summary.bundle}",
         f"  source {summary.source}, backend {summary.backend}",
         f"  {summary.n_frames} good frames"
-        + (f" ({summary.skipped_defective} frames labelled defective by the source skipped)"
-           if summary.skipped_defective else ""),
+        + (
+            f" ({summary.skipped_defective} frames labelled defective by the source skipped)"
+            if summary.skipped_defective
+            else ""
+        ),
         f"  statistics  rgb mean {st['rgb_mean']:.4g} std {st['rgb_std']:.4g}; "
         f"3d mean {st['x3d_mean']:.4g} std {st['x3d_std']:.4g}",
         f"  good scores p50 {q[0]:.3f}  p90 {q[1]:.3f}  p99 {q[2]:.3f}  max {s.max():.3f}",

@@ -199,11 +199,12 @@ def fit_threshold(
         statement = (
             f"threshold = the {_ordinal(r)} highest of {n} good-frame scores: expected "
             f"false-alarm rate {expected:.4f} (target {target_fpr:g}); P(FPR <= target) = "
-            f"{p_ok:.2f}; with 95 % probability FPR <= {upper:.4f}. " + _guarantee_hint(
-                method, n, need)
+            f"{p_ok:.2f}; with 95 % probability FPR <= {upper:.4f}. "
+            + _guarantee_hint(method, n, need)
         )
-        return ThresholdFit(thr, method, target_fpr, n, r, expected, p_ok, upper, emp, need,
-                            statement)
+        return ThresholdFit(
+            thr, method, target_fpr, n, r, expected, p_ok, upper, emp, need, statement
+        )
 
     # Not enough frames for an order statistic at this target: extrapolate the tail.
     thr = max(_gumbel_quantile(s, 1.0 - target_fpr), float(desc[0]))
@@ -218,8 +219,9 @@ def fit_threshold(
         f"measured: with 95 % probability FPR <= {upper:.4f} there; below that it rests on the "
         f"fit. Collect more good frames to confirm."
     )
-    return ThresholdFit(thr, "gumbel-extrapolated", target_fpr, n, None, None, p_max, upper,
-                        emp, need, statement)
+    return ThresholdFit(
+        thr, "gumbel-extrapolated", target_fpr, n, None, None, p_max, upper, emp, need, statement
+    )
 
 
 def _guarantee_hint(method: str, n: int, need: int) -> str:
@@ -290,5 +292,4 @@ def best_f1_threshold(scores: np.ndarray, labels: np.ndarray) -> F1Fit:
         f"best-F1 threshold on {n_neg} good + {n_pos} defective labelled frames: F1 "
         f"{f1[best]:.3f} (precision {prec[best]:.3f}, recall {rec[best]:.3f})"
     )
-    return F1Fit(thr, float(f1[best]), float(prec[best]), float(rec[best]), n_neg, n_pos,
-                 statement)
+    return F1Fit(thr, float(f1[best]), float(prec[best]), float(rec[best]), n_neg, n_pos, statement)

@@ -58,8 +58,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BACKEND_SPECS = ("auto", "onnxruntime", "onnxruntime-fp16", "onnxruntime-fp32", "tensorrt",
-                 "tensorrt-fp16", "tensorrt-fp32")
+BACKEND_SPECS = (
+    "auto",
+    "onnxruntime",
+    "onnxruntime-fp16",
+    "onnxruntime-fp32",
+    "tensorrt",
+    "tensorrt-fp16",
+    "tensorrt-fp32",
+)
 # Dense datasheet peaks (TFLOPS) by GPU name fragment: fp16 = tensor cores, fp32 = CUDA cores.
 # NVIDIA H100 datasheet (SXM5: 989 FP16 dense / 67 FP32; PCIe: 756 / 51); H200 = H100 SXM.
 KNOWN_PEAKS_TFLOPS: dict[str, dict[str, float]] = {
@@ -172,13 +179,21 @@ def _gpus() -> list[dict[str, str]]:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(
                 [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout
             for line in out.strip().splitlines():
                 parts = [p.strip() for p in line.split(",")]
                 if parts and parts[0]:
-                    gpus.append({"name": parts[0], "memory": parts[1] if len(parts) > 1 else "",
-                                 "driver": parts[2] if len(parts) > 2 else ""})
+                    gpus.append(
+                        {
+                            "name": parts[0],
+                            "memory": parts[1] if len(parts) > 1 else "",
+                            "driver": parts[2] if len(parts) > 2 else "",
+                        }
+                    )
     model = Path("/proc/device-tree/model")
     if not gpus and model.is_file():  # Jetson: the module name identifies the integrated GPU
         with contextlib.suppress(OSError):
@@ -199,7 +214,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),
-        "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+        "cpu_cores_usable": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "gpus": _gpus(),
@@ -231,8 +247,12 @@ def latency_summary(ms: list[float] | np.ndarray) -> dict[str, float]:
     if a.size == 0:
         return {"p50_ms": math.nan, "p90_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
     p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99),
-            "max_ms": float(a.max())}
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "max_ms": float(a.max()),
+    }
 
 
 # --------------------------------------------------------------------------- publish stage
@@ -267,12 +287,16 @@ def publish_stage(kind: str, workdir: Path, model_ref) -> Iterator[PublishStage]
             broker = start_local_broker(data_dir=workdir / "broker")
             if broker is None and kind == "mqtt":
                 raise RuntimeError(f"--publish mqtt: no mosquitto available ({MOSQUITTO_HINT})")
-        config = load_config(None, env={}, overrides={
-            "station": "bench", "mqtt.url": broker.url if broker else None,
-            "outbox.path": str(workdir / "outbox.sqlite3"),
-        })
-        outbox = Outbox(config.outbox_path(), config.outbox.max_messages,
-                        config.outbox.synchronous)
+        config = load_config(
+            None,
+            env={},
+            overrides={
+                "station": "bench",
+                "mqtt.url": broker.url if broker else None,
+                "outbox.path": str(workdir / "outbox.sqlite3"),
+            },
+        )
+        outbox = Outbox(config.outbox_path(), config.outbox.max_messages, config.outbox.synchronous)
         if broker is not None:
             from edge.mqtt import MqttPublisher
             from edge.sinks import MqttSink
@@ -304,8 +328,13 @@ class _OutboxSink:
         self.outbox, self.topic = outbox, topic
 
     def emit(self, verdict, ins) -> None:
-        self.outbox.put(self.topic, verdict.to_json(), qos=1, retain=False,
-                        properties={"content_type": "application/json"})
+        self.outbox.put(
+            self.topic,
+            verdict.to_json(),
+            qos=1,
+            retain=False,
+            properties={"content_type": "application/json"},
+        )
 
 
 # --------------------------------------------------------------------------- one run
@@ -337,8 +366,12 @@ class BenchResult:
         e2e = float(np.sum(self.end_to_end_ms))
         mo = latency_summary(self.model_only_ms)
         out: dict[str, Any] = {
-            "bundle": self.bundle, "model_id": self.model_id, "variant": self.variant,
-            "backend": self.backend, "precision": self.precision, "frames": self.frames,
+            "bundle": self.bundle,
+            "model_id": self.model_id,
+            "variant": self.variant,
+            "backend": self.backend,
+            "precision": self.precision,
+            "frames": self.frames,
             "stages": {k: latency_summary(v) for k, v in self.stages_ms.items()},
             "end_to_end": latency_summary(self.end_to_end_ms),
             "model_only": mo,
@@ -367,12 +400,20 @@ def _inspector(bundle, backend) -> tuple[Inspector, list[str]]:
     stats = bundle.score_stats()
     thr = bundle.manifest.scoring.threshold
     if stats is None:
-        stats = ScoreStats(rgb_mean=0.0, rgb_std=1.0, x3d_mean=0.0, x3d_std=1.0, n_maps=0,
-                           source="bench placeholder")
+        stats = ScoreStats(
+            rgb_mean=0.0,
+            rgb_std=1.0,
+            x3d_mean=0.0,
+            x3d_std=1.0,
+            n_maps=0,
+            source="bench placeholder",
+        )
         notes.append("bundle has no score statistics: placeholder normalisation (timing only)")
     if thr is None:
-        thr = math.inf
-        notes.append("bundle has no threshold: defect regions never extracted (timing only)")
+        thr = 1e9  # finite (verdicts refuse inf) and out of reach: no defect regions
+        notes.append(
+            "bundle has no threshold: placeholder 1e9, defect regions never extracted (timing only)"
+        )
     return Inspector(bundle, backend, stats=stats, threshold=thr), notes
 
 
@@ -440,9 +481,15 @@ def bench_backend(
                 "use a longer recording or fewer --warmup frames"
             )
         return BenchResult(
-            label=f"{backend.name}-{precision}", bundle=str(bundle.path),
-            model_id=bundle.model_id, variant=bundle.manifest.model.variant, backend=desc,
-            precision=precision, stages_ms=stages, end_to_end_ms=e2e, model_only_ms=model_only,
+            label=f"{backend.name}-{precision}",
+            bundle=str(bundle.path),
+            model_id=bundle.model_id,
+            variant=bundle.manifest.model.variant,
+            backend=desc,
+            precision=precision,
+            stages_ms=stages,
+            end_to_end_ms=e2e,
+            model_only_ms=model_only,
             notes=notes,
         )
     finally:
@@ -455,23 +502,34 @@ def bench_backend(
 def format_table(result: BenchResult) -> str:
     """Per-stage table (ms) of one run, plus throughput and FLOPs."""
     d = result.as_dict()
-    lines = [f"{result.label}  ({result.variant}, model {result.model_id}, {result.frames} "
-             "frames)",
-             f"  {'stage':<13}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}   ms"]
-    rows = [*((s, d["stages"][s]) for s in STAGES), ("end_to_end", d["end_to_end"]),
-            ("model_only", d["model_only"])]
+    lines = [
+        f"{result.label}  ({result.variant}, model {result.model_id}, {result.frames} frames)",
+        f"  {'stage':<13}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}   ms",
+    ]
+    rows = [
+        *((s, d["stages"][s]) for s in STAGES),
+        ("end_to_end", d["end_to_end"]),
+        ("model_only", d["model_only"]),
+    ]
     for name, st in rows:
-        lines.append(f"  {name:<13}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}"
-                     f"{st['p99_ms']:>9.2f}{st['max_ms']:>9.2f}")
-    lines.append(f"  throughput   {d['fps']:.2f} frames/s end to end (sequential), "
-                 f"{d['model_fps']:.2f} frames/s model only")
+        lines.append(
+            f"  {name:<13}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}"
+            f"{st['p99_ms']:>9.2f}{st['max_ms']:>9.2f}"
+        )
+    lines.append(
+        f"  throughput   {d['fps']:.2f} frames/s end to end (sequential), "
+        f"{d['model_fps']:.2f} frames/s model only"
+    )
     if "flops_per_frame" in d:
         frac = d["fraction_of_peak"]
         lines.append(
             f"  model        {d['flops_per_frame'] / 1e9:.2f} GFLOPs/frame, "
             f"{d['achieved_tflops'] * 1e3:.1f} GFLOP/s at the model-only median"
-            + (f", {frac:.1%} of a {d['peak_tflops']:g} TFLOPS peak" if frac else
-               " (peak unknown: pass --peak-tflops)")
+            + (
+                f", {frac:.1%} of a {d['peak_tflops']:g} TFLOPS peak"
+                if frac
+                else " (peak unknown: pass --peak-tflops)"
+            )
         )
     lines += [f"  note: {n}" for n in result.notes]
     return "\n".join(lines)
@@ -484,13 +542,18 @@ def comparisons(results: list[BenchResult]) -> list[dict[str, Any]]:
     base = results[0]
     out = []
     for r in results[1:]:
-        out.append({
-            "baseline": base.label, "other": r.label,
-            "end_to_end_p50_ratio": float(np.median(r.end_to_end_ms) /
-                                          np.median(base.end_to_end_ms)),
-            "model_only_p50_ratio": float(np.median(r.model_only_ms) /
-                                          np.median(base.model_only_ms)),
-        })
+        out.append(
+            {
+                "baseline": base.label,
+                "other": r.label,
+                "end_to_end_p50_ratio": float(
+                    np.median(r.end_to_end_ms) / np.median(base.end_to_end_ms)
+                ),
+                "model_only_p50_ratio": float(
+                    np.median(r.model_only_ms) / np.median(base.model_only_ms)
+                ),
+            }
+        )
     return out
 
 
@@ -511,24 +574,44 @@ def _unique_labels(results: list[BenchResult], several_bundles: bool) -> None:
 def add_bench_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``trd-edge bench``."""
     parser.add_argument("--bundle", required=True, help="model bundle folder")
-    parser.add_argument("--backend", action="append", default=None,
-                        help=f"{' | '.join(BACKEND_SPECS)}; repeat to compare (default auto)")
-    parser.add_argument("--camera", default=None,
-                        help="frame source (default: synthetic camera at the model's size)")
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        help=f"{' | '.join(BACKEND_SPECS)}; repeat to compare (default auto)",
+    )
+    parser.add_argument(
+        "--camera",
+        default=None,
+        help="frame source (default: synthetic camera at the model's size)",
+    )
     parser.add_argument("--frames", type=int, default=30, help="timed frames per backend")
     parser.add_argument("--warmup", type=int, default=3, help="untimed frames first")
     parser.add_argument("--json", dest="json_out", default=None, help="write the results here")
-    parser.add_argument("--compare", metavar="BUNDLE2", default=None,
-                        help="also run this bundle with the same backends and print the ratios")
-    parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's peak for the run's precision, for the fraction of "
-                        "peak (known GPUs are looked up)")
-    parser.add_argument("--publish", choices=["auto", "mqtt", "outbox"], default="auto",
-                        help="publish stage: auto = MQTT via a local mosquitto when available")
+    parser.add_argument(
+        "--compare",
+        metavar="BUNDLE2",
+        default=None,
+        help="also run this bundle with the same backends and print the ratios",
+    )
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's peak for the run's precision, for the fraction of "
+        "peak (known GPUs are looked up)",
+    )
+    parser.add_argument(
+        "--publish",
+        choices=["auto", "mqtt", "outbox"],
+        default="auto",
+        help="publish stage: auto = MQTT via a local mosquitto when available",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Handler of ``trd-edge bench``: print a table per backend, ratios, optional JSON."""
+    from edge.backends import BackendError
     from edge.bundle import load_bundle
     from edge.run_cmd import model_ref
 
@@ -544,12 +627,16 @@ def run_bench(args: argparse.Namespace) -> int:
     macs_cache: dict[str, dict | None] = {}
     results: list[BenchResult] = []
     failures: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="trd-bench-") as tmp, \
-            publish_stage(args.publish, Path(tmp), model_ref(first, "bench")) as publish:
+    with (
+        tempfile.TemporaryDirectory(prefix="trd-bench-") as tmp,
+        publish_stage(args.publish, Path(tmp), model_ref(first, "bench")) as publish,
+    ):
         print(f"publish stage: {publish.mode}")
-        print(f"camera: {camera}; {args.frames} frames after {args.warmup} warm-up; "
-              f"machine: {machine['cpu_model']} ({machine['cpu_cores_usable']} cores)"
-              + (f", GPU {machine['gpus'][0]['name']}" if machine["gpus"] else ", no GPU"))
+        print(
+            f"camera: {camera}; {args.frames} frames after {args.warmup} warm-up; "
+            f"machine: {machine['cpu_model']} ({machine['cpu_cores_usable']} cores)"
+            + (f", GPU {machine['gpus'][0]['name']}" if machine["gpus"] else ", no GPU")
+        )
         for bdir in bundles:
             b = load_bundle(bdir)
             key = str(b.path)
@@ -562,7 +649,7 @@ def run_bench(args: argparse.Namespace) -> int:
             for spec in specs:
                 try:
                     r = bench_backend(bdir, spec, camera, args.frames, args.warmup, publish)
-                except (RuntimeError, ValueError) as exc:  # e.g. TensorRT absent here
+                except BackendError as exc:  # e.g. TensorRT or a GPU provider absent here
                     failures[f"{Path(bdir).name}:{spec}"] = str(exc)
                     print(f"{spec} on {bdir}: skipped: {exc}")
                     continue
@@ -575,9 +662,11 @@ def run_bench(args: argparse.Namespace) -> int:
         print(format_table(r))
     comps = comparisons(results)
     for c in comps:
-        print(f"\nratio {c['other']} / {c['baseline']}: end to end "
-              f"{c['end_to_end_p50_ratio']:.2f}x, model only {c['model_only_p50_ratio']:.2f}x "
-              "(medians; >1 = slower)")
+        print(
+            f"\nratio {c['other']} / {c['baseline']}: end to end "
+            f"{c['end_to_end_p50_ratio']:.2f}x, model only {c['model_only_p50_ratio']:.2f}x "
+            "(medians; >1 = slower)"
+        )
     if args.json_out:
         doc = {
             "tool": "trd-edge bench",
@@ -594,8 +683,10 @@ def run_bench(args: argparse.Namespace) -> int:
         }
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(doc, indent=2, allow_nan=False, default=_json_default) + "\n",
-                       encoding="utf-8")
+        out.write_text(
+            json.dumps(doc, indent=2, allow_nan=False, default=_json_default) + "\n",
+            encoding="utf-8",
+        )
         print(f"\nwrote {out}")
     return 0 if results else 1
 

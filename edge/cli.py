@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
              "export.demo:add_demo_arguments", "export.demo:run_demo"),
     "run": ("run the station: camera → model → verdicts over MQTT",
             "edge.run_cmd:add_run_arguments", "edge.run_cmd:run_run"),
+    "doctor": ("first-boot check: camera, GPU/TensorRT, bundle, broker, disk — each with a fix",
+               "edge.doctor:add_doctor_args", "edge.doctor:run_doctor"),
     "schema": ("print the JSON Schema of the MQTT messages",
                "edge.cli:_add_schema", "edge.verdict:print_schema"),
     "config": ("check a station configuration file, listing every problem",

@@ -15,8 +15,10 @@ import numpy as np
 from edge.backends import create_backend
 from edge.bundle import MODEL_FP32, Bundle, load_bundle
 from edge.config import StationConfig, cli_overrides, load_config
+from edge.health import HealthReporter
 from edge.inspector import Inspector
 from edge.local_broker import MOSQUITTO_HINT, LocalBroker, start_local_broker
+from edge.monitor import StationMonitor
 from edge.mqtt import MqttPublisher
 from edge.outbox import Outbox
 from edge.runloop import LoopStats, RunLoop, verdict_emitter
@@ -113,10 +115,14 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
         source, inspector, verdict_emitter(config.station, ref, next_seq, sinks),
         live=kind in LIVE_KINDS, queue_size=config.runtime.capture_queue, max_frames=max_frames,
     )
+    monitor = StationMonitor(loop, HealthReporter.from_env(), publisher,
+                             config.publish.metrics_period_s)
     try:
         with source:
+            monitor.start()
             yield Station(config, bundle, inspector, publisher, broker, loop)
     finally:
+        monitor.close()
         if publisher is not None:
             left = publisher.close(timeout=10.0)
             if left:

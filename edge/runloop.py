@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,7 +46,9 @@ class LoopStats:
     errors: int = 0
     source_errors: int = 0
     started: float = field(default_factory=time.monotonic)
-    latencies_ms: list[float] = field(default_factory=list)
+    # recent end-to-end latencies (bounded: a station runs for months)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    last_frame_time: float | None = None
 
     def as_dict(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -192,6 +195,7 @@ class RunLoop:
             self.stats.processed += 1
             self.stats.defects += verdict.decision == "defect"
             self.stats.latencies_ms.append(verdict.latency_ms.get("total", 0.0))
+            self.stats.last_frame_time = frame.host_timestamp
             if self.on_verdict:
                 self.on_verdict(verdict, ins)
             if self.max_frames is not None and self.stats.processed >= self.max_frames:

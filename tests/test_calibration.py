@@ -100,6 +100,7 @@ def test_thresholds_separate_defects_that_score_higher() -> None:
     scores = np.r_[good, bad]
     labels = np.r_[np.zeros(300), np.ones(60)].astype(int)
     f1 = best_f1_threshold(scores, labels)
+
     # brute force over every possible cut: none beats the chosen threshold
     def f1_at(t: float) -> float:
         pred = scores > t
@@ -161,8 +162,7 @@ def test_manifest_keeps_previous_calibration(tmp_path: Path) -> None:
 def test_dry_run_leaves_the_bundle_alone(tmp_path: Path) -> None:
     b = toy_bundle(tmp_path / "toy")
     text = (b / "manifest.json").read_text()
-    res = calibrate(b, GOOD_CAMERA, 20, target_fpr=0.05, write=False,
-                    report_dir=tmp_path / "rep")
+    res = calibrate(b, GOOD_CAMERA, 20, target_fpr=0.05, write=False, report_dir=tmp_path / "rep")
     assert (b / "manifest.json").read_text() == text and not (b / "calibration").exists()
     assert (tmp_path / "rep" / "report.txt").is_file() and res.threshold > 0
 
@@ -248,11 +248,13 @@ def test_station_geometry_compared_with_training(tiny_dataset: Path) -> None:
     training, note = training_geometry(str(tiny_dataset), "puck", {})
     assert training is not None and "training samples" in note
     assert compare_geometry(station, training) == []  # same generator, same geometry
-    moved = station.model_copy(update={
-        "plane_distance_m": station.plane_distance_m * 1.5,
-        "tilt_deg": station.tilt_deg + 12.0,
-        "holes_ratio": station.holes_ratio + 0.2,
-    })
+    moved = station.model_copy(
+        update={
+            "plane_distance_m": station.plane_distance_m * 1.5,
+            "tilt_deg": station.tilt_deg + 12.0,
+            "holes_ratio": station.holes_ratio + 0.2,
+        }
+    )
     warnings = " | ".join(compare_geometry(moved, training))
     assert "distance" in warnings and "tilt" in warnings and "missing 3D points" in warnings
     none, why = training_geometry("/nonexistent/data", "puck", {})

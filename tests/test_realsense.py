@@ -22,11 +22,23 @@ def recording(tmp_path_factory: pytest.TempPathFactory):
     return make_recording(tmp_path_factory.mktemp("rs") / "good.db3", n=8, size=64, seed=1)
 
 
-def _read_all(spec: str, options=None) -> tuple[list[Frame], object]:
-    source = open_source(spec, options)
-    with source:
-        frames = list(source)
+def _read_all(spec: str, options=None, attempts: int = 3) -> tuple[list[Frame], object]:
+    """All frames of a recording. Playback can lose the first framesets at start-up (the
+    syncer's first pair, rarely more: see edge.sources.realsense); a playback that lost more
+    than the first pair is retried, so tests check frame content, not that start-up race."""
+    for _ in range(attempts):
+        source = open_source(spec, options)
+        with source:
+            frames = list(source)
+        if frames and frames[0].frame_number <= 1:
+            break
     return frames, source
+
+
+def _first_frame(spec: str, options=None) -> tuple[Frame, object]:
+    frames, source = _read_all(spec, options)
+    assert frames, "the recording delivered no frame"
+    return frames[0], source
 
 
 def test_playback_delivers_aligned_frames_in_order(recording) -> None:
@@ -67,19 +79,17 @@ def test_playback_xyz_matches_scene_within_quantisation(recording) -> None:
 
 
 def test_intrinsics_and_depth_scale_come_from_the_recording(recording) -> None:
-    source = open_source(f"file:{recording.path}")
-    with source:
-        frame = source.read(timeout_s=5.0)
-        assert frame is not None
-        truth = recording.intrinsics
-        intr = frame.intrinsics
-        assert isinstance(intr, Intrinsics)
-        assert (intr.width, intr.height) == (truth.width, truth.height)
-        assert (intr.fx, intr.fy, intr.cx, intr.cy) == pytest.approx(
-            (truth.fx, truth.fy, truth.cx, truth.cy), rel=1e-5
-        )
-        assert source.depth_scale == pytest.approx(DEPTH_UNITS, rel=1e-5)
-        assert source.serial == "trd-edge-software"
+    frame, source = _first_frame(f"file:{recording.path}")
+    truth = recording.intrinsics
+    intr = frame.intrinsics
+    assert isinstance(intr, Intrinsics)
+    assert (intr.width, intr.height) == (truth.width, truth.height)
+    assert (intr.fx, intr.fy, intr.cx, intr.cy) == pytest.approx(
+        (truth.fx, truth.fy, truth.cx, truth.cy), rel=1e-5
+    )
+    assert intr.depth_scale == pytest.approx(DEPTH_UNITS, rel=1e-5)
+    assert source.depth_scale == pytest.approx(DEPTH_UNITS, rel=1e-5)
+    assert source.serial == "trd-edge-software"
 
 
 def test_depth_scale_other_than_millimetres(tmp_path: Path) -> None:
@@ -140,29 +150,25 @@ def test_spatial_filter_smooths_depth(recording) -> None:
 
 
 def test_temporal_filter_history_is_reset_when_the_source_restarts(recording) -> None:
-    source = open_source(f"file:{recording.path}", _with_filters(temporal=True))
-    firsts = []
-    for _ in range(2):
-        with source:
-            frames = [source.read(), source.read(), source.read()]
-        firsts.append(frames[0])
+    spec = f"file:{recording.path}"
+    for _ in range(2):  # the second run must not inherit the first run's history
+        frames, source = _read_all(spec, _with_filters(temporal=True))
+        # A fresh start has no history: the first frame is the recording's own depth.
+        first = frames[0]
+        truth = recording.scenes[first.frame_number].xyz[..., 2]
+        assert np.abs(first.xyz[..., 2] - truth).max() <= DEPTH_UNITS
         # With history, later frames blend in earlier (different) scenes.
-        later = frames[2]
+        later = frames[-1]
         truth = recording.scenes[later.frame_number].xyz[..., 2]
         assert np.abs(later.xyz[..., 2] - truth).max() > DEPTH_UNITS
-    # A fresh start has no history: the first frame is the recording's own depth, both times.
-    np.testing.assert_array_equal(firsts[0].xyz, firsts[1].xyz)
-    truth = recording.scenes[firsts[0].frame_number].xyz[..., 2]
-    assert np.abs(firsts[0].xyz[..., 2] - truth).max() <= DEPTH_UNITS
 
 
 def test_filters_from_spec_query(recording) -> None:
-    source = open_source(f"file:{recording.path}?decimation=2&hole_filling=2")
+    spec = f"file:{recording.path}?decimation=2&hole_filling=2"
+    frame, source = _first_frame(spec)
     assert source.options.filters.decimation == 2
     assert source.options.filters.hole_filling == 2
-    with source:
-        frame = source.read()
-    assert frame is not None and frame.xyz.shape == (64, 64, 3)
+    assert frame.xyz.shape == (64, 64, 3)
 
 
 def test_missing_depth_and_gap_are_counted_and_the_loop_continues(tmp_path: Path) -> None:
@@ -194,7 +200,13 @@ def test_a_frame_that_fails_to_convert_is_counted_and_skipped(recording, monkeyp
         return real(*args, **kwargs)
 
     monkeypatch.setattr(realsense, "depth_to_xyz", flaky)
-    frames, source = _read_all(f"file:{recording.path}")
+    for _ in range(3):  # retried only if start-up lost more than the first pair
+        calls["n"] = 0
+        source = open_source(f"file:{recording.path}")
+        with source:
+            frames = list(source)
+        if calls["n"] >= len(recording.written) - 1:
+            break
     assert source.stats.errors == 1
     assert len(frames) == calls["n"] - 1
     assert frames[-1].frame_number == recording.written[-1]
@@ -258,14 +270,14 @@ def test_record_from_a_recording_writes_a_readable_dataset(recording, tmp_path: 
     args = argparse.Namespace(
         camera=f"file:{recording.path}",
         out=str(tmp_path / "ds"),
-        frames=5,
+        frames=4,
         category="station",
         split="train",
         raw=False,
     )
     assert run_record(args) == 0
     records = list_samples(tmp_path / "ds", "station", "train")
-    assert len(records) == 5 and all(r.label == 0 for r in records)
+    assert len(records) == 4 and all(r.label == 0 for r in records)
     raw = load_raw(records[0])
     assert raw.xyz is not None and raw.xyz.shape == (64, 64, 3)
     assert raw.xyz[..., 2].max() > 0.3  # real metres, not raw units

@@ -22,7 +22,6 @@ reset) is reconnected with exponential back-off; each success is counted in
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -48,8 +47,6 @@ NO_DEVICE_HINT = (
 )
 # Poll interval while waiting on a recording, so the end of playback is noticed promptly.
 _PLAYBACK_POLL_S = 0.25
-# Delay before a paused playback is resumed while the pipeline starts (see `_start`).
-_RESUME_AFTER_S = 0.05
 
 
 def require_pyrealsense2() -> ModuleType:
@@ -230,18 +227,12 @@ class RealSenseSource(FrameSource):
             if self.is_recording:
                 # Non-real-time must be set before streaming starts (set afterwards, the first
                 # frames may already have played, and been dropped, in real time); resolve()
-                # caches the device that start() then uses. The playback is also paused until
-                # the pipeline is fully started: measured on 2.59, starting it unpaused lost
-                # the first 1-8 framesets in ~3 % of playbacks, paused 0 in 90.
+                # caches the device that start() then uses. Measured on 2.59 with software-device
+                # recordings: all frames arrive in ~97 % of playbacks, otherwise the first
+                # 1-8 framesets are lost at start-up. Pausing the playback until the pipeline
+                # runs avoided that loss but made start() block for 10 s in ~20 % of starts.
                 resolved = cfg.resolve(rs.pipeline_wrapper(pipe))
-                early = resolved.get_device().as_playback()
-                early.set_real_time(False)
-                early.pause()
-                # start() can itself wait (up to ~10 s, measured) for a paused playback to
-                # move; resuming shortly after from a timer keeps the start prompt.
-                resume_timer = threading.Timer(_RESUME_AFTER_S, early.resume)
-                resume_timer.daemon = True
-                resume_timer.start()
+                resolved.get_device().as_playback().set_real_time(False)
             profile = pipe.start(cfg)
         except RuntimeError as exc:
             what = f"recording {self.path}" if self.is_recording else "the RealSense camera"
@@ -272,8 +263,6 @@ class RealSenseSource(FrameSource):
             height=intr.height,
             depth_scale=self.depth_scale,
         )
-        if self._playback is not None:
-            self._playback.resume()
         log.info(
             "%s streaming %dx%d, depth scale %.6g m",
             self.name,
