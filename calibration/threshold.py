@@ -215,9 +215,9 @@ def fit_threshold(
         f"{n} good frames cannot show a false-alarm rate of {target_fpr:g} "
         f"(that needs about {int(math.ceil(1 / target_fpr))} frames for an expected rate and "
         f">= {need} for a 95 % guarantee): threshold extrapolated from a Gumbel fit to the "
-        f"scores, at or above the highest score. Only the part up to the highest score is "
-        f"measured: with 95 % probability FPR <= {upper:.4f} there; below that it rests on the "
-        f"fit. Collect more good frames to confirm."
+        f"scores, at or above the highest score. Measured is only that the highest score "
+        f"has FPR <= {upper:.4f} with 95 % probability; the rest rests on the fit. Collect "
+        f"more good frames to confirm."
     )
     return ThresholdFit(
         thr, "gumbel-extrapolated", target_fpr, n, None, None, p_max, upper, emp, need, statement

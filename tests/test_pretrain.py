@@ -31,7 +31,11 @@ def _encoder(seed: int = 0) -> Encoder:
 
 def test_recalibrate_bn_sets_stats_to_data_moments():
     enc = _encoder()
-    weights_before = {k: v.clone() for k, v in enc.state_dict().items() if "running" not in k}
+    weights_before = {
+        k: v.clone()
+        for k, v in enc.state_dict().items()
+        if "running" not in k and "num_batches" not in k
+    }
     g = torch.Generator().manual_seed(1)
     batches = [3.0 + 2.0 * torch.randn(4, 3, 32, 32, generator=g) for _ in range(3)]
     assert torch.all(enc.bn1.running_mean == 0) and torch.all(enc.bn1.running_var == 1)

@@ -51,3 +51,18 @@ def run_eval(args: argparse.Namespace) -> int:
     if not args.json_out:
         print(json.dumps(res["fused"], indent=2))
     return 0
+
+
+def add_complexity_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `trd-edge complexity`."""
+    p.add_argument("--backbone", choices=["wide_resnet50_2", "resnet18"],
+                   default="wide_resnet50_2")
+    p.add_argument("--image-size", type=int, default=256)
+
+
+def run_complexity(args: argparse.Namespace) -> int:
+    """`trd-edge complexity`: parameters and MACs per part, counted on the meta device."""
+    from trainer.complexity import complexity_table, format_table
+
+    print(format_table(complexity_table(args.backbone, args.image_size)))
+    return 0

@@ -418,6 +418,16 @@ class RealSenseSource(FrameSource):
                 f"stale {' and '.join(stale)} frame {numbers[stale[0]]} repeated at colour frame "
                 f"{numbers['color']} (its new frame was lost)"
             )
+        # Same criterion as librealsense's timestamp matcher: frames of one pair lie within
+        # half a frame period of each other; farther apart, depth belongs to another moment.
+        if depth.get_frame_timestamp_domain() == color.get_frame_timestamp_domain():
+            fps = color.get_profile().fps() or self.options.fps
+            skew = abs(float(depth.get_timestamp()) - float(color.get_timestamp()))
+            if skew >= 500.0 / fps:
+                raise FrameError(
+                    f"depth frame {numbers['depth']} and colour frame {numbers['color']} are "
+                    f"{skew:.1f} ms apart (more than half a frame period): not a synchronous pair"
+                )
 
     def _convert(self, frames: Any, host_ts: float) -> Frame:
         rs = self._rs
