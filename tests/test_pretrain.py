@@ -15,8 +15,10 @@ from trainer.pretrain import (
     add_pretrain_teacher_args,
     pretrain_teacher,
     recalibrate_bn,
+    recalibrate_teacher,
     run_pretrain_teacher,
     save_teacher,
+    wants_bn_recalibration,
 )
 from trainer.procedural import ProceduralImages, sample_categories
 from trainer.weights import resolve_teacher_weights
@@ -141,3 +143,26 @@ def test_cli_handler_writes_weights_and_provenance(tmp_path, capsys):
 def test_cli_rejects_bad_image_size():
     with pytest.raises(ValueError, match="multiple of 32"):
         pretrain_teacher(image_size=48, steps=1, progress=False)
+
+
+def test_bn_recalibration_policy():
+    assert wants_bn_recalibration("random", "resnet18")
+    assert wants_bn_recalibration("/x/fractal_teacher.pth", "resnet18")
+    assert not wants_bn_recalibration("imagenet", "resnet18")
+    assert not wants_bn_recalibration("/cache/resnet18-f37072fd.pth", "resnet18")
+
+
+def test_recalibrate_teacher_uses_both_modalities_and_spares_students():
+    torch.manual_seed(0)
+    model = TRD("resnet18")
+    students = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("teacher.")}
+    g = torch.Generator().manual_seed(3)
+    rgb = torch.randn(2, 3, 32, 32, generator=g)
+    x3d = 5.0 + torch.randn(2, 3, 32, 32, generator=g)
+    assert recalibrate_teacher(model, [{"rgb": rgb, "x3d": x3d}], "cpu") == 1
+    with torch.no_grad():
+        expected = model.teacher.conv1(torch.cat([rgb, x3d])).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(model.teacher.bn1.running_mean, expected, rtol=1e-4, atol=1e-4)
+    for k, v in model.state_dict().items():
+        if k in students:
+            assert torch.equal(v, students[k]), k
