@@ -136,15 +136,20 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
 
 
 def summarise(stats: LoopStats) -> str:
-    """A one-paragraph summary of a run for the terminal."""
-    lat = np.asarray(stats.latencies_ms) if stats.latencies_ms else np.zeros(1)
+    """A short summary of a run for the terminal: counts, then latency per stage."""
     d = stats.as_dict()
-    return (
+    lines = [
         f"{stats.processed} verdicts ({stats.defects} defect), {stats.dropped} frames dropped, "
         f"{stats.errors} errors, {stats.source_errors} unusable camera frames; "
-        f"latency p50 {np.percentile(lat, 50):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms; "
         f"{d['fps']:.1f} frames/s"
-    )
+    ]
+    if stats.stage_ms:
+        lines.append(f"  {'stage':<12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+        for stage, values in stats.stage_ms.items():
+            v = np.asarray(values)
+            q = np.percentile(v, [50, 90, 99])
+            lines.append(f"  {stage:<12}" + "".join(f"{x:9.1f}" for x in (*q, v.max())))
+    return "\n".join(lines)
 
 
 def _install_signal_handlers(loop: RunLoop) -> None:

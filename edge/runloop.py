@@ -49,6 +49,12 @@ class LoopStats:
     # recent end-to-end latencies (bounded: a station runs for months)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     last_frame_time: float | None = None
+    stage_ms: dict[str, deque] = field(default_factory=dict)
+
+    def record(self, latency_ms: dict[str, float]) -> None:
+        """Keep one verdict's per-stage latencies (bounded history per stage)."""
+        for k, v in latency_ms.items():
+            self.stage_ms.setdefault(k, deque(maxlen=10_000)).append(v)
 
     def as_dict(self) -> dict[str, float]:
         elapsed = max(time.monotonic() - self.started, 1e-9)
@@ -195,6 +201,7 @@ class RunLoop:
             self.stats.processed += 1
             self.stats.defects += verdict.decision == "defect"
             self.stats.latencies_ms.append(verdict.latency_ms.get("total", 0.0))
+            self.stats.record(verdict.latency_ms)
             self.stats.last_frame_time = frame.host_timestamp
             if self.on_verdict:
                 self.on_verdict(verdict, ins)
