@@ -174,10 +174,22 @@ class ScoredMaps:
     x3d: np.ndarray
 
 
+def smoothing_sigma(map_size: int) -> float:
+    """Gaussian sigma for a map of `map_size` pixels: the paper's 4 px at 256², scaled.
+
+    TRD smooths 256×256 maps with sigma 4. A light model at 64 px sees the same part in a
+    quarter of the pixels, so the same physical smoothing is sigma 1; a fixed 4 px would blur
+    a small defect into the background.
+    """
+    return DEFAULT_SIGMA * map_size / 256.0
+
+
 def score_maps(
-    map_rgb: np.ndarray, map_3d: np.ndarray, stats: ScoreStats, sigma: float = DEFAULT_SIGMA
+    map_rgb: np.ndarray, map_3d: np.ndarray, stats: ScoreStats, sigma: float | None = None
 ) -> ScoredMaps:
     """Normalise, fuse and smooth raw maps (§8 steps 4-5); maps are (H,W), (B,H,W) or (B,1,H,W).
+
+    `sigma` defaults to `smoothing_sigma(H)` (4 at 256², as the paper).
 
     Per-modality maps are normalised and smoothed the same way (§8, diagnostics). Smoothing is
     linear, so the fused map is the sum of the smoothed per-modality maps: this equals
@@ -187,6 +199,8 @@ def score_maps(
     b = _as_batch(map_3d, "map_3d")
     if a.shape != b.shape:
         raise ValueError(f"map_rgb {a.shape} and map_3d {b.shape} must have the same shape")
+    if sigma is None:
+        sigma = smoothing_sigma(a.shape[-2])
     rgb = gaussian_smooth(normalise(a, stats.rgb_mean, stats.rgb_std, "rgb"), sigma)
     x3d = gaussian_smooth(normalise(b, stats.x3d_mean, stats.x3d_std, "3d"), sigma)
     fused = fuse(rgb, x3d)

@@ -2,10 +2,12 @@
 
 A scene is one object ("puck": a bevelled disc with an embossed ring and a rubbery ring
 texture; "bracket": a rounded plate with two through holes, a raised flange and brushed-metal
-texture) lying on a slightly tilted background plane, seen by a pinhole camera about 0.5 m away.
+texture) lying on a slightly tilted background plane, seen by a pinhole camera about 0.5 m
+away. As at a real station the camera mounting (distance, plane tilt) is fixed per category;
+parts wobble slightly (±3 mm, ±0.5°) and vary in position, rotation, size, colour and texture.
 The organised cloud is computed per pixel along the camera rays, with mild Gaussian depth noise
-and a few small missing-point dropouts (``(0,0,0)`` like a real sensor). Pose, position, size,
-colours and textures are jittered so that good samples vary.
+and a few small missing-point dropouts (``(0,0,0)`` like a real sensor). Good samples vary
+within what a fixed station sees.
 
 Why the defects are built this way: the point of the data set is to tell whether a model uses
 *both* modalities, so each defect class is visible in exactly the modalities its name says.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,10 +154,25 @@ class SceneGenerator:
         return self._render(base, defect, region, spec), good
 
     # ---------------------------------------------------------------- scene drawing
+    @property
+    def _station(self) -> tuple[float, float, float]:
+        """Camera distance and background slopes dz/dx, dz/dy of this category's station.
+
+        Derived from the category name only, so every split and seed of a data set sees the
+        same mounting (as at a real station).
+        """
+        st = np.random.default_rng(zlib.crc32(self.category.encode()))
+        d0 = float(st.uniform(0.46, 0.54))
+        a, b = st.uniform(-0.06, 0.06, size=2)  # ≤ ~3.4° tilt of the support plane
+        return d0, float(a), float(b)
+
     def _draw_base(self) -> _Base:
         rng, n = self.rng, self.image_size
-        d0 = rng.uniform(0.46, 0.54)
-        a, b = rng.uniform(-0.08, 0.08, size=2)  # background slope dz/dx, dz/dy (≤ ~4.6°)
+        # A station's camera is mounted once: distance and plane tilt are fixed per category
+        # (`_station`); parts only wobble a little on the conveyor.
+        d_station, a_station, b_station = self._station
+        d0 = d_station + rng.uniform(-0.003, 0.003)
+        a, b = (a_station, b_station) + rng.uniform(-0.008, 0.008, size=2)  # ≤ ~0.5° wobble
         z_bg = d0 / (1.0 - a * self._rx - b * self._ry)
         xb, yb = self._rx * z_bg, self._ry * z_bg
         x0, y0 = rng.uniform(-0.006, 0.006, size=2)

@@ -128,8 +128,20 @@ def test_cli_handler_writes_weights_and_provenance(tmp_path, capsys):
     parser = add_pretrain_teacher_args(argparse.ArgumentParser())
     out = tmp_path / "sub" / "teacher.pth"
     args = parser.parse_args(
-        ["--out", str(out), "--steps", "2", "--image-size", "32", "--batch-size", "4",
-         "--classes", "3", "--seed", "1"]
+        [
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+            "--classes",
+            "3",
+            "--seed",
+            "1",
+        ]
     )
     args.progress = False
     assert run_pretrain_teacher(args) == 0

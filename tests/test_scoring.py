@@ -17,6 +17,7 @@ from edge.scoring import (
     gaussian_smooth,
     image_scores,
     score_maps,
+    smoothing_sigma,
 )
 
 
@@ -92,7 +93,7 @@ def test_score_maps_normalises_fuses_and_smooths():
     a = rng.normal(0.5, 0.1, size=(2, 1, 32, 32))
     b = rng.normal(0.2, 0.05, size=(2, 1, 32, 32))
     st = ScoreStats(rgb_mean=0.5, rgb_std=0.1, x3d_mean=0.2, x3d_std=0.05, n_maps=10)
-    out = score_maps(a, b, st)
+    out = score_maps(a, b, st, sigma=4.0)
     assert out.fused.shape == out.rgb.shape == out.x3d.shape == (2, 32, 32)
     assert out.fused.dtype == np.float32
     for i in range(2):
@@ -101,8 +102,18 @@ def test_score_maps_normalises_fuses_and_smooths():
         np.testing.assert_allclose(out.fused[i], _scipy_smooth(na + nb), atol=1e-5)
         np.testing.assert_allclose(out.rgb[i], _scipy_smooth(na), atol=1e-5)
         np.testing.assert_allclose(out.x3d[i], _scipy_smooth(nb), atol=1e-5)
-    single = score_maps(a[0, 0], b[0, 0], st)  # (H,W) input -> batch of one
+    single = score_maps(a[0, 0], b[0, 0], st, sigma=4.0)  # (H,W) input -> batch of one
     np.testing.assert_allclose(single.fused[0], out.fused[0], atol=1e-6)
+
+
+def test_default_smoothing_scales_with_map_size():
+    """sigma 4 px at 256² (the paper), the same physical blur at other sizes."""
+    assert smoothing_sigma(256) == 4.0 and smoothing_sigma(64) == 1.0
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(1, 64, 64))
+    st = ScoreStats(rgb_mean=0.0, rgb_std=1.0, x3d_mean=0.0, x3d_std=1.0, n_maps=1)
+    out = score_maps(a, np.zeros_like(a), st)
+    np.testing.assert_allclose(out.rgb[0], _scipy_smooth(a[0], 1.0), atol=1e-5)
 
 
 def test_image_scores_is_max_per_map():

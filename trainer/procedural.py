@@ -69,7 +69,9 @@ def _raster(points: np.ndarray, size: int, margin: float = 0.1) -> np.ndarray:
     return canvas
 
 
-def sample_categories(n: int, seed: int, size: int = 64, max_tries: int = 200) -> list[FractalCategory]:
+def sample_categories(
+    n: int, seed: int, size: int = 64, max_tries: int = 200
+) -> list[FractalCategory]:
     """Draw ``n`` IFS categories whose attractors pass the filling-rate check at ``size``²."""
     if n < 1:
         raise ValueError(f"need at least one fractal category, got n={n}")
