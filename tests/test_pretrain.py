@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from trainer.backbones import Encoder
 from trainer.model import TRD
 from trainer.pretrain import (
     add_pretrain_teacher_args,
+    offline_teacher_path,
     pretrain_teacher,
     recalibrate_bn,
     recalibrate_teacher,
@@ -21,7 +23,7 @@ from trainer.pretrain import (
     wants_bn_recalibration,
 )
 from trainer.procedural import ProceduralImages, sample_categories
-from trainer.weights import resolve_teacher_weights
+from trainer.weights import TeacherWeightsError, resolve_teacher_weights
 
 TINY = dict(steps=2, image_size=32, batch_size=4, n_classes=3, progress=False)
 
@@ -178,3 +180,22 @@ def test_recalibrate_teacher_uses_both_modalities_and_spares_students():
     for k, v in model.state_dict().items():
         if k in students:
             assert torch.equal(v, students[k]), k
+
+
+def test_shipped_offline_teacher_loads_with_provenance():
+    path = offline_teacher_path("resnet18")
+    prov = json.loads(path.with_suffix(".json").read_text())
+    assert prov["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert prov["backbone"] == "resnet18" and "pretrain-teacher" in prov["command"]
+    state = resolve_teacher_weights("offline", "resnet18")
+    model = TRD("resnet18", teacher_state=state)
+    w = model.teacher.conv1.weight
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, state["conv1.weight"].float())
+    # trained, not a fresh init: the running statistics are no longer 0 / 1
+    assert not torch.allclose(model.teacher.bn1.running_var, torch.ones(64))
+
+
+def test_offline_teacher_missing_backbone_is_a_clear_error():
+    with pytest.raises(TeacherWeightsError, match="pretrain-teacher"):
+        resolve_teacher_weights("offline", "wide_resnet50_2")

@@ -31,6 +31,7 @@ from trainer.backbones import BACKBONES, Encoder, backbone_spec, check_image_siz
 __all__ = [
     "PretrainResult",
     "add_pretrain_teacher_args",
+    "offline_teacher_path",
     "pretrain_teacher",
     "recalibrate_bn",
     "recalibrate_teacher",
@@ -108,6 +109,33 @@ def recalibrate_teacher(
     """
     batches = (torch.cat([b["rgb"], b["x3d"]]).to(device) for b in loader)
     return recalibrate_bn(model.teacher, batches)
+
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+# Shipped teachers made by `trd-edge pretrain-teacher` (provenance: the .json beside each file).
+OFFLINE_TEACHERS = {"resnet18": "resnet18_fractal_s0.pth"}
+
+
+def offline_teacher_path(backbone: str) -> Path:
+    """The shipped fractal-pretrained teacher file for ``backbone`` (``--teacher-weights offline``).
+
+    Raises:
+        FileNotFoundError: no teacher is shipped for ``backbone``, or the package lacks the file.
+    """
+    name = OFFLINE_TEACHERS.get(backbone)
+    if name is None:
+        raise FileNotFoundError(
+            f"no offline teacher is shipped for backbone {backbone!r} (only for "
+            f"{', '.join(sorted(OFFLINE_TEACHERS))}); make one with `trd-edge pretrain-teacher "
+            f"--backbone {backbone} --out FILE` and pass --teacher-weights FILE."
+        )
+    path = ASSETS / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the shipped offline teacher {path} is missing from this installation; reinstall "
+            f"trd-edge, or recreate it with the command in {path.with_suffix('.json').name}."
+        )
+    return path
 
 
 # ImageNet normalisation: the teacher sees inputs normalised like this (edge.preprocess).

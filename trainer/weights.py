@@ -38,6 +38,7 @@ def resolve_teacher_weights(spec: str, backbone: str) -> dict[str, Tensor] | Non
 
     Args:
         spec: ``"imagenet"`` (torchvision IMAGENET1K_V1 via the torch.hub cache),
+            ``"offline"`` (the fractal-pretrained teacher shipped in ``trainer/assets``),
             ``"random"`` (keep the random init; deterministic under ``torch.manual_seed``),
             or a path to a torchvision-format state dict (optionally wrapped under
             ``"state_dict"`` or ``"model"``).
@@ -58,6 +59,14 @@ def resolve_teacher_weights(spec: str, backbone: str) -> dict[str, Tensor] | Non
     if key.lower() == "imagenet":
         state = _download_imagenet(bspec.weights_url, bspec.weights_file)
         source = f"ImageNet weights {bspec.weights_file}"
+    elif key.lower() == "offline":  # shipped fractal-pretrained teacher (docs/offline-teachers.md)
+        from trainer.pretrain import offline_teacher_path
+
+        try:
+            state = _load_file(offline_teacher_path(backbone))
+        except FileNotFoundError as exc:
+            raise TeacherWeightsError(str(exc)) from exc
+        source = f"shipped offline teacher for {backbone}"
     else:
         state = _load_file(Path(key).expanduser())
         source = f"teacher weights file {key}"
