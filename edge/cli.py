@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "edge.synthetic:add_synth_arguments", "edge.synthetic:run_synth"),
     "train": ("train a TRD model on good samples of one category",
               "edge.cli:_add_train", "trainer.cli:run_train"),
+    "pretrain-teacher": ("pretrain the light teacher on formula-driven fractal images (offline)",
+                         "trainer.pretrain:add_pretrain_teacher_args",
+                         "trainer.pretrain:run_pretrain_teacher"),
     "eval": ("evaluate a run: AUROC, AUPRO, AP, F1-max per modality and defect type",
              "edge.cli:_add_eval", "trainer.cli:run_eval"),
     "complexity": ("parameters and FLOPs of the TRD graph, part by part",
@@ -69,7 +72,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--teacher-weights", default="imagenet",
-                   help="imagenet | random | PATH to a torchvision-format state dict")
+                   help="imagenet | offline (shipped fractal-pretrained resnet18) | random | "
+                   "PATH to a torchvision-format state dict")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--num-workers", type=int, default=0)

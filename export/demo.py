@@ -35,7 +35,7 @@ class DemoRecipe(BaseModel):
     backbone: str = "resnet18"
     epochs: int = 20
     batch_size: int = 8
-    teacher_weights: str = "random"
+    teacher_weights: str = "offline"  # shipped fractal-pretrained teacher, no download
     seed: int = 0
 
     def key(self) -> str:
