@@ -68,71 +68,73 @@ class Station:
     loop: RunLoop
 
 
+def _close_publisher(publisher: MqttPublisher, config: StationConfig) -> None:
+    left = publisher.close(timeout=10.0)
+    if left:
+        log.warning("%d verdicts stay in the outbox %s; they are delivered on the next start",
+                    left, config.outbox_path())
+
+
 @contextlib.contextmanager
 def assemble(config: StationConfig, max_frames: int | None = None, console: bool = True,
              mqtt_enabled: bool = True) -> Iterator[Station]:
-    """Open bundle, backend, broker connection and source; close them in reverse order."""
+    """Open bundle, backend, broker connection and source; close them in reverse order.
+
+    Every part is registered for cleanup as soon as it exists, so a failure half-way (say, no
+    camera) still stops the local broker and leaves the outbox consistent.
+    """
     if config.bundle is None:
         raise ValueError("no model bundle: pass --bundle DIR (from `trd-edge export`) "
                          "or set `bundle:` in the config")
-    bundle = load_bundle(config.bundle)
-    backend = create_backend(config.runtime.backend, bundle)
-    desc = backend.describe()
-    ref = model_ref(bundle, f"{backend.name}-{desc.get('precision', 'fp32')}")
-    inspector = Inspector(bundle, backend)
+    with contextlib.ExitStack() as stack:
+        bundle = load_bundle(config.bundle)
+        backend = create_backend(config.runtime.backend, bundle)
+        stack.callback(backend.close)
+        desc = backend.describe()
+        ref = model_ref(bundle, f"{backend.name}-{desc.get('precision', 'fp32')}")
+        inspector = Inspector(bundle, backend)
 
-    broker: LocalBroker | None = None
-    publisher: MqttPublisher | None = None
-    outbox: Outbox | None = None
-    sinks: list = []
-    if mqtt_enabled:
-        if config.mqtt.url is None:
-            broker = start_local_broker()
-            if broker is None:
-                log.warning("no --mqtt broker given and none could be started: %s; "
-                            "verdicts go to the console only", MOSQUITTO_HINT)
-            else:
-                log.info("started a local broker at %s (subscribe: mosquitto_sub -h %s -p %d "
-                         "-t '%s#' -v)", broker.url, "127.0.0.1", broker.port,
-                         config.topic(""))
-                config = config.model_copy(update={"mqtt": config.mqtt.model_copy(
-                    update={"url": broker.url})})
-        if config.mqtt.url is not None:
-            path = config.outbox_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            outbox = Outbox(path, config.outbox.max_messages, config.outbox.synchronous)
-            publisher = MqttPublisher(config, outbox, model=ref).start()
-            hm = config.publish.heatmap
-            sinks.append(MqttSink(publisher, hm.enabled, hm.format, hm.jpeg_quality))
-    if console:
-        sinks.append(ConsoleSink())
+        broker: LocalBroker | None = None
+        publisher: MqttPublisher | None = None
+        sinks: list = []
+        if mqtt_enabled:
+            if config.mqtt.url is None:
+                broker = start_local_broker()
+                if broker is None:
+                    log.warning("no --mqtt broker given and none could be started: %s; "
+                                "verdicts go to the console only", MOSQUITTO_HINT)
+                else:
+                    stack.callback(broker.stop)
+                    log.info("started a local broker at %s (subscribe: mosquitto_sub -h "
+                             "127.0.0.1 -p %d -t '%s#' -v)", broker.url, broker.port,
+                             config.topic(""))
+                    config = config.model_copy(update={"mqtt": config.mqtt.model_copy(
+                        update={"url": broker.url})})
+            if config.mqtt.url is not None:
+                path = config.outbox_path()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                outbox = Outbox(path, config.outbox.max_messages, config.outbox.synchronous)
+                stack.callback(outbox.close)
+                publisher = MqttPublisher(config, outbox, model=ref).start()
+                stack.callback(_close_publisher, publisher, config)
+                hm = config.publish.heatmap
+                sinks.append(MqttSink(publisher, hm.enabled, hm.format, hm.jpeg_quality))
+        if console:
+            sinks.append(ConsoleSink())
 
-    counter = iter(range(1 << 62))
-    next_seq = publisher.next_sequence if publisher is not None else lambda: next(counter)
-    kind = parse_spec(config.camera.source)[0]
-    source = open_source(config.camera.source, config.camera)
-    loop = RunLoop(
-        source, inspector, verdict_emitter(config.station, ref, next_seq, sinks),
-        live=kind in LIVE_KINDS, queue_size=config.runtime.capture_queue, max_frames=max_frames,
-    )
-    monitor = StationMonitor(loop, HealthReporter.from_env(), publisher,
-                             config.publish.metrics_period_s)
-    try:
-        with source:
-            monitor.start()
-            yield Station(config, bundle, inspector, publisher, broker, loop)
-    finally:
-        monitor.close()
-        if publisher is not None:
-            left = publisher.close(timeout=10.0)
-            if left:
-                log.warning("%d verdicts stay in the outbox %s; they are delivered on the next "
-                            "start", left, config.outbox_path())
-        if outbox is not None:
-            outbox.close()
-        backend.close()
-        if broker is not None:
-            broker.stop()
+        counter = iter(range(1 << 62))
+        next_seq = publisher.next_sequence if publisher is not None else lambda: next(counter)
+        kind = parse_spec(config.camera.source)[0]
+        source = stack.enter_context(open_source(config.camera.source, config.camera))
+        loop = RunLoop(
+            source, inspector, verdict_emitter(config.station, ref, next_seq, sinks),
+            live=kind in LIVE_KINDS, queue_size=config.runtime.capture_queue,
+            max_frames=max_frames,
+        )
+        monitor = StationMonitor(loop, HealthReporter.from_env(), publisher,
+                                 config.publish.metrics_period_s).start()
+        stack.callback(monitor.close)
+        yield Station(config, bundle, inspector, publisher, broker, loop)
 
 
 def summarise(stats: LoopStats) -> str:
