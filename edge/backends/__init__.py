@@ -6,6 +6,7 @@ backend is imported only when asked for (TensorRT and cuda-python are optional).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from edge.backends.base import Backend, BackendError, InferTiming
@@ -13,6 +14,7 @@ from edge.bundle import Bundle
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
+log = logging.getLogger(__name__)
 
 def create_backend(name: str, bundle: Bundle, **opts: Any) -> Backend:
     """Create a backend for ``bundle``.
@@ -20,8 +22,9 @@ def create_backend(name: str, bundle: Bundle, **opts: Any) -> Backend:
     ``onnxruntime`` opts: ``precision`` (fp32|fp16), ``device`` (cpu|cuda|tensorrt|auto),
     ``intra_op_threads``, ``warmup``. ``tensorrt`` opts: ``precision`` (fp16|fp32), ``build``
     (build a missing engine), ``device``, ``warmup``. ``auto`` picks TensorRT when it is
-    installed and an engine for this GPU exists in the bundle, else onnxruntime on the best
-    available execution provider.
+    installed and the bundle has an FP16 graph (building this GPU's engine on first use, which
+    takes minutes on a Jetson and is then kept in the bundle), else onnxruntime on the best
+    available execution provider. An engine build that fails falls back to onnxruntime, loudly.
     """
     if name == "onnxruntime":
         from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
@@ -34,11 +37,13 @@ def create_backend(name: str, bundle: Bundle, **opts: Any) -> Backend:
     if name == "auto":
         from edge.backends.tensorrt_backend import tensorrt_available
 
-        if tensorrt_available() and bundle.manifest.engines:
+        if tensorrt_available() and (bundle.manifest.engines or bundle.has_file("model_fp16")):
             try:
-                return create_backend("tensorrt", bundle, precision=opts.get("precision", "fp16"))
-            except BackendError:
-                pass  # no engine for *this* GPU/TensorRT: fall through to onnxruntime
+                return create_backend(
+                    "tensorrt", bundle, precision=opts.get("precision", "fp16"), build=True
+                )
+            except BackendError as exc:
+                log.warning("TensorRT unavailable for this bundle (%s); using onnxruntime", exc)
         opts = dict(opts)
         opts.setdefault("device", "auto")
         if opts.get("precision") == "fp16" and not bundle.has_file("model_fp16"):
