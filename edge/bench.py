@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from edge.inspector import STAGES, Inspector
+from edge.runloop import latency_summary
 
 __all__ = [
     "BenchResult",
@@ -239,20 +240,6 @@ def _known_peak(gpus: list[dict[str, str]], precision: str) -> float | None:
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-def latency_summary(ms: list[float] | np.ndarray) -> dict[str, float]:
-    """``{"p50_ms", "p90_ms", "p99_ms", "max_ms"}`` of a list of milliseconds."""
-    a = np.asarray(ms, dtype=np.float64)
-    if a.size == 0:
-        return {"p50_ms": math.nan, "p90_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {
-        "p50_ms": float(p50),
-        "p90_ms": float(p90),
-        "p99_ms": float(p99),
-        "max_ms": float(a.max()),
-    }
 
 
 # --------------------------------------------------------------------------- publish stage

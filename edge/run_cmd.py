@@ -10,8 +10,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
 from edge.backends import create_backend
 from edge.bundle import MODEL_FP32, Bundle, load_bundle
 from edge.config import StationConfig, cli_overrides, load_config
@@ -21,7 +19,7 @@ from edge.local_broker import MOSQUITTO_HINT, LocalBroker, start_local_broker
 from edge.monitor import StationMonitor
 from edge.mqtt import MqttPublisher
 from edge.outbox import Outbox
-from edge.runloop import LoopStats, RunLoop, verdict_emitter
+from edge.runloop import LoopStats, RunLoop, latency_summary, verdict_emitter
 from edge.sinks import ConsoleSink, MqttSink
 from edge.sources import open_source, parse_spec
 from edge.verdict import ModelRef
@@ -148,9 +146,9 @@ def summarise(stats: LoopStats) -> str:
     if stats.stage_ms:
         lines.append(f"  {'stage':<12}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'max ms':>9}")
         for stage, values in stats.stage_ms.items():
-            v = np.asarray(values)
-            q = np.percentile(v, [50, 90, 99])
-            lines.append(f"  {stage:<12}" + "".join(f"{x:9.1f}" for x in (*q, v.max())))
+            q = latency_summary(list(values))
+            lines.append(f"  {stage:<12}" + "".join(f"{q[k]:9.1f}" for k in
+                                                    ("p50_ms", "p90_ms", "p99_ms", "max_ms")))
     return "\n".join(lines)
 
 

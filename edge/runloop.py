@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from edge.frames import Frame
 from edge.inspector import Inspection, Inspector
@@ -33,6 +36,20 @@ from edge.verdict import ModelRef, Verdict
 log = logging.getLogger(__name__)
 
 _END = object()  # sentinel: the stage before has finished
+
+
+def latency_summary(ms: list[float] | np.ndarray) -> dict[str, float]:
+    """``{"p50_ms", "p90_ms", "p99_ms", "max_ms"}`` of a list of milliseconds."""
+    a = np.asarray(ms, dtype=np.float64)
+    if a.size == 0:
+        return {"p50_ms": math.nan, "p90_ms": math.nan, "p99_ms": math.nan, "max_ms": math.nan}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "max_ms": float(a.max()),
+    }
 
 
 @dataclass
