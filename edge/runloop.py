@@ -30,6 +30,7 @@ import numpy as np
 
 from edge.frames import Frame
 from edge.inspector import Inspection, Inspector
+from edge.sinks import make_verdict
 from edge.sources.base import FrameSource, FrameTimeout, SourceError
 from edge.verdict import ModelRef, Verdict
 
@@ -241,7 +242,6 @@ def verdict_emitter(
     sinks: list,
 ) -> Callable[[Inspection, float], Verdict]:
     """Build the verdict for an inspection and hand it to every sink, timing the hand-off."""
-    from edge.sinks import make_verdict
 
     def emit(ins: Inspection, t0: float) -> Verdict:
         seq = next_sequence()
