@@ -99,6 +99,14 @@ def build_filters(rs: ModuleType, opts: FilterOptions) -> list[Any]:
     return blocks
 
 
+def _intrinsics(intr: Any, depth_scale: float | None) -> Intrinsics:
+    """Our `Intrinsics` from a pyrealsense2 `rs.intrinsics` (principal point = ppx, ppy)."""
+    return Intrinsics(
+        fx=intr.fx, fy=intr.fy, cx=intr.ppx, cy=intr.ppy, width=intr.width,
+        height=intr.height, depth_scale=depth_scale,
+    )
+
+
 def _already_registered(depth: Any, color: Any, tol: float = 1e-6) -> bool:
     """True when depth is already pixel-registered to colour: same intrinsics and size, identity
     extrinsics (software-device recordings of registered RGB-D data, some camera modes)."""
@@ -253,21 +261,12 @@ class RealSenseSource(FrameSource):
         color = profile.get_stream(rs.stream.color).as_video_stream_profile()
         depth = profile.get_stream(rs.stream.depth).as_video_stream_profile()
         self._registered = _already_registered(depth, color)
-        intr = color.get_intrinsics()
-        self.intrinsics = Intrinsics(
-            fx=intr.fx,
-            fy=intr.fy,
-            cx=intr.ppx,
-            cy=intr.ppy,
-            width=intr.width,
-            height=intr.height,
-            depth_scale=self.depth_scale,
-        )
+        self.intrinsics = _intrinsics(color.get_intrinsics(), self.depth_scale)
         log.info(
             "%s streaming %dx%d, depth scale %.6g m",
             self.name,
-            intr.width,
-            intr.height,
+            self.intrinsics.width,
+            self.intrinsics.height,
             self.depth_scale,
         )
 
@@ -474,15 +473,7 @@ class RealSenseSource(FrameSource):
             raise FrameError(
                 f"cannot convert colour frame {color.get_frame_number()}: {exc}"
             ) from exc
-        intrinsics = Intrinsics(
-            fx=intr.fx,
-            fy=intr.fy,
-            cx=intr.ppx,
-            cy=intr.ppy,
-            width=intr.width,
-            height=intr.height,
-            depth_scale=self.depth_scale,
-        )
+        intrinsics = _intrinsics(intr, self.depth_scale)
         self.intrinsics = intrinsics
         return Frame(
             rgb=rgb,
