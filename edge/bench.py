@@ -447,7 +447,8 @@ def bench_backend(
                 sample, pre_ms = inspector.prepare(frame)
                 m_rgb, m_3d, t = inspector.infer(sample)
                 ins = inspector.postprocess(
-                    frame, m_rgb, m_3d, {"capture": capture_ms, "preprocess": pre_ms, **t}
+                    frame, m_rgb, m_3d, {"capture": capture_ms, "preprocess": pre_ms, **t},
+                    pose=sample.pose,
                 )
                 t_pub = time.perf_counter()
                 verdict = make_verdict(ins, station, seq, ref)

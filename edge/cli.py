@@ -79,6 +79,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--sobel-ksize", type=int, default=None,
                    help="normal modality: Sobel aperture (default per category, else 5)")
+    p.add_argument("--align", choices=["none", "principal-axis"], default="none",
+                   help="principal-axis: turn and centre each part by its principal axis before "
+                   "the model (training and station alike), for parts that lie at any angle")
+    p.add_argument("--augment", choices=["none", "rot90"], default="none",
+                   help="rot90: turn each training part by a random multiple of 90° (RGB and "
+                   "cloud together); for parts that lie at any angle")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 from edge.backends.base import Backend
 from edge.bundle import Bundle, BundleError
 from edge.frames import Frame
+from edge.pose import Pose
 from edge.preprocess import PreparedSample, PreprocessConfig, preprocess
 from edge.scoring import Region, ScoredMaps, ScoreStats, defect_regions, score_maps
 
@@ -82,13 +83,26 @@ class Inspector:
         return m_rgb, m_3d, {"h2d": t.h2d_ms, "inference": t.compute_ms, "d2h": t.d2h_ms}
 
     def postprocess(
-        self, frame: Frame, m_rgb: np.ndarray, m_3d: np.ndarray, timings: dict[str, float]
+        self,
+        frame: Frame,
+        m_rgb: np.ndarray,
+        m_3d: np.ndarray,
+        timings: dict[str, float],
+        pose: Pose | None = None,
     ) -> Inspection:
-        """Normalise, fuse, smooth, score, threshold and find defect regions."""
+        """Normalise, fuse, smooth, score, threshold and find defect regions.
+
+        Scores come from the maps as the model made them (in the aligned frame when the bundle
+        aligns parts, as at training); the maps kept for regions and heatmaps are turned back
+        into the camera frame with ``pose``.
+        """
         t0 = time.perf_counter()
         maps = score_maps(m_rgb, m_3d, self.stats)
+        score = float(maps.fused[0].max())
+        rgb_score, x3d_score = float(maps.rgb[0].max()), float(maps.x3d[0].max())
+        if pose is not None:
+            maps = ScoredMaps(*(pose.to_camera(m) for m in (maps.fused, maps.rgb, maps.x3d)))
         fused = maps.fused[0]
-        score = float(fused.max())
         regions = (
             defect_regions(fused, self.threshold, self.min_region_px)
             if score > self.threshold
@@ -97,8 +111,8 @@ class Inspector:
         timings = dict(timings)
         timings["postprocess"] = (time.perf_counter() - t0) * 1000.0
         return Inspection(
-            frame=frame, maps=maps, image_score=score, rgb_score=float(maps.rgb[0].max()),
-            x3d_score=float(maps.x3d[0].max()), threshold=self.threshold, regions=regions,
+            frame=frame, maps=maps, image_score=score, rgb_score=rgb_score,
+            x3d_score=x3d_score, threshold=self.threshold, regions=regions,
             timings_ms=timings,
         )
 
@@ -107,5 +121,6 @@ class Inspector:
         sample, pre_ms = self.prepare(frame)
         m_rgb, m_3d, t = self.infer(sample)
         return self.postprocess(
-            frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t}
+            frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t},
+            pose=sample.pose,
         )

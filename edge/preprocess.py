@@ -16,6 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.geometry import check_xyz, fill_holes, foreground_mask, normals_image
+from edge.pose import Pose, estimate_pose
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -66,6 +67,11 @@ class PreprocessConfig(BaseModel):
         3, ge=0, description="3×3 morphological closing iterations on the foreground mask."
     )
     fill_iterations: int = Field(2, ge=0, description="3×3 hole-filling iterations.")
+    align: Literal["none", "principal-axis"] = Field(
+        "none",
+        description="'principal-axis': turn and centre the part by its mask's principal axis "
+        "before the model (edge/pose.py), for parts that lie at any angle.",
+    )
     sobel_ksize: int = Field(
         _DEFAULT_SOBEL_KSIZE,
         description="OpenCV Sobel aperture for normals (1, 3, 5 or 7); see sobel_ksize_for().",
@@ -100,6 +106,7 @@ class PreparedSample:
     x3d: np.ndarray  # float32 (3,S,S), normalised depth or normal image
     foreground: np.ndarray  # bool (S,S), object pixels after background-plane removal
     x3d_vis: np.ndarray  # float32 (3,S,S) in [0,1], the 3D image before normalisation
+    pose: Pose | None = None  # set when the part was aligned (cfg.align); maps are in its frame
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -189,6 +196,11 @@ def preprocess(
             f"rgb {rgb.shape[:2]} and xyz {xyz.shape[:2]} sizes differ; the cloud must be "
             "organised at the RGB resolution (align depth to colour first)"
         )
+    pose = None
+    if cfg.align == "principal-axis":
+        pose = estimate_pose(xyz, cfg.plane_distance, cfg.closing_iterations)
+        if pose is not None:
+            rgb, xyz = pose.warp(rgb), pose.warp(xyz, nearest=True)
     if cfg.modality == "depth":
         vis, fg = _depth_image(xyz, cfg)
     else:
@@ -199,6 +211,7 @@ def preprocess(
         x3d=_normalise(vis, cfg),
         foreground=np.ascontiguousarray(fg, dtype=bool),
         x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1)),
+        pose=pose,
     )
 
 
@@ -219,6 +232,11 @@ def preprocess_normals_png(
         raise ValueError(
             "preprocessed Eyecandies provides surface normals only: use modality 'normal' "
             "(--modality normal)"
+        )
+    if cfg.align != "none":
+        raise ValueError(
+            "pose alignment needs a point cloud to find the part; preprocessed Eyecandies has "
+            "normal images only: train with --align none"
         )
     vis = resize_rgb(normals_u8_hwc, cfg.image_size)
     return PreparedSample(

@@ -208,7 +208,8 @@ class RunLoop:
             try:
                 m_rgb, m_3d, t = self.inspector.infer(sample)
                 ins = self.inspector.postprocess(
-                    frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t}
+                    frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t},
+                    pose=sample.pose,
                 )
                 t0 = time.perf_counter()
                 verdict = self.emit(ins, t0)

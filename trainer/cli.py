@@ -26,6 +26,8 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         num_workers=args.num_workers,
         sobel_ksize=args.sobel_ksize,
+        augment=args.augment,
+        align=args.align,
     )
     out = train(cfg, args.out)
     print(f"trained run written to {out}")

@@ -14,17 +14,35 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge.dataset_io import SampleRecord, load_raw
 from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png, resize_mask
+from trainer.augment import Augment, quarter_turns, rotate_raw
 
 __all__ = ["RGBDDataset", "make_loader"]
 
 
 class RGBDDataset(Dataset):
     """Samples as dicts: ``rgb`` (3,S,S), ``x3d`` (3,S,S), ``mask`` (1,S,S) float {0,1},
-    ``label`` int, ``defect_type`` str, ``name`` str."""
+    ``label`` int, ``defect_type`` str, ``name`` str.
 
-    def __init__(self, records: Sequence[SampleRecord], cfg: PreprocessConfig):
+    ``augment="rot90"`` turns each sample by a random multiple of 90° (RGB and cloud together,
+    `trainer.augment`), drawn from a generator seeded with ``seed``.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[SampleRecord],
+        cfg: PreprocessConfig,
+        augment: Augment = "none",
+        seed: int = 0,
+    ):
         self.records = list(records)
         self.cfg = cfg
+        self.augment = augment
+        self._rng = np.random.default_rng(seed)
+        if augment == "rot90" and any(r.kind == "eyecandies" for r in self.records):
+            raise ValueError(
+                "--augment rot90 needs point clouds to recompute the normals of a turned part; "
+                "preprocessed Eyecandies ships normal images only: use --augment none"
+            )
         if cfg.modality == "depth" and any(r.kind == "eyecandies" for r in self.records):
             raise ValueError(
                 "preprocessed Eyecandies has no point clouds, only surface-normal images: "
@@ -37,16 +55,24 @@ class RGBDDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         raw = load_raw(record)
+        k = 0  # quarter turns applied to this sample
         if record.kind == "eyecandies":
             prepared = preprocess_normals_png(raw.rgb, raw.normals, self.cfg)
         else:
+            rgb, xyz = raw.rgb, raw.xyz
+            if self.augment == "rot90":
+                k = quarter_turns(self._rng, rgb.shape)
+                rgb, xyz = rotate_raw(rgb, xyz, k)
             try:
-                prepared = preprocess(raw.rgb, raw.xyz, self.cfg)
+                prepared = preprocess(rgb, xyz, self.cfg)
             except ValueError as exc:  # name the file: preprocessing errors do not know it
                 raise ValueError(f"{record.geom_path}: {exc}") from exc
         size = self.cfg.image_size
         if raw.gt is not None:
-            mask = resize_mask(raw.gt, size)
+            gt = np.ascontiguousarray(np.rot90(raw.gt, k))
+            if prepared.pose is not None:  # the mask follows the part into the aligned frame
+                gt = prepared.pose.warp(gt, nearest=True)
+            mask = resize_mask(gt, size)
         else:
             mask = np.zeros((size, size), np.float32)
         return {
@@ -67,9 +93,11 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     drop_last: bool = False,
+    augment: Augment = "none",
 ) -> DataLoader:
-    """DataLoader over `records` (from `list_samples`); shuffling is reproducible via `seed`."""
-    dataset = RGBDDataset(list(records), cfg)
+    """DataLoader over `records` (from `list_samples`); shuffling and augmentation are
+    reproducible via `seed`."""
+    dataset = RGBDDataset(list(records), cfg, augment=augment, seed=seed)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return DataLoader(

@@ -36,8 +36,8 @@ def _visuals(rec: SampleRecord, cfg: PreprocessConfig) -> tuple[np.ndarray, np.n
         prep = preprocess(raw.rgb, raw.xyz, cfg)
     else:
         prep = preprocess_normals_png(raw.rgb, raw.normals, cfg)
-    rgb = resize_rgb(raw.rgb, cfg.image_size)
-    return rgb, prep.x3d_vis.transpose(1, 2, 0)
+    rgb = raw.rgb if prep.pose is None else prep.pose.warp(raw.rgb)  # maps are in this frame
+    return resize_rgb(rgb, cfg.image_size), prep.x3d_vis.transpose(1, 2, 0)
 
 
 def build_report(

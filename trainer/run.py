@@ -57,6 +57,12 @@ class TrainConfig(BaseModel):
     device: str = "cpu"
     num_workers: int = Field(0, ge=0)
     sobel_ksize: int | None = Field(None, description="normal modality: Sobel aperture override")
+    align: Literal["none", "principal-axis"] = Field(
+        "none", description="pose normalisation of freely lying parts (edge/pose.py)"
+    )
+    augment: Literal["none", "rot90"] = Field(
+        "none", description="training augmentation: rot90 turns parts by multiples of 90°"
+    )
 
 
 class EpochRecord(BaseModel):

@@ -45,7 +45,9 @@ def seed_everything(seed: int) -> None:
 def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
     """The preprocessing a run trains with; the bundle and the station reuse it verbatim."""
     ksize = cfg.sobel_ksize or sobel_ksize_for(cfg.category)
-    return PreprocessConfig(image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize)
+    return PreprocessConfig(
+        image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize, align=cfg.align
+    )
 
 
 def _check_resume(out: Path, cfg: TrainConfig) -> RunInfo | None:
@@ -90,7 +92,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     val_records = list_samples(cfg.data_root, cfg.category, "validation")
     loader_kw = dict(cfg=pre, num_workers=cfg.num_workers)
     train_loader = make_loader(
-        train_records, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, **loader_kw
+        train_records, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed,
+        augment=cfg.augment, **loader_kw,
     )
     val_loader = make_loader(val_records, batch_size=cfg.batch_size, shuffle=False, **loader_kw)
 

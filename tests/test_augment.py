@@ -1,0 +1,85 @@
+"""Quarter-turn augmentation: RGB and 3D stay consistent, and the dataset applies it reproducibly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.dataset_io import list_samples
+from edge.preprocess import PreprocessConfig, preprocess
+from edge.synthetic import SceneGenerator
+from trainer.augment import quarter_turns, rotate_raw
+from trainer.data import RGBDDataset
+
+
+def _interior(mask: np.ndarray, margin: int = 3) -> np.ndarray:
+    """Pixels at least `margin` px inside a boolean mask (resize blending stays out)."""
+    import cv2
+
+    return cv2.erode(mask.astype(np.uint8), np.ones((2 * margin + 1,) * 2, np.uint8)) > 0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_turned_part_has_turned_normals(k):
+    """Normals of the turned cloud = turned normals whose x/y directions turned with the part.
+
+    One counter-clockwise quarter turn maps the encoded normal (c0, c1, c2) to (c1, 1 − c0, c2):
+    a plain image rotation (c0, c1 unchanged) would fail this on every sloped pixel.
+    """
+    scene = SceneGenerator("bracket", image_size=96, seed=3).sample()
+    cfg = PreprocessConfig(image_size=96, modality="normal")
+    ref = preprocess(scene.rgb, scene.xyz, cfg)
+    rgb_t, xyz_t = rotate_raw(scene.rgb, scene.xyz, k)
+    got = preprocess(rgb_t, xyz_t, cfg)
+
+    expect = np.rot90(ref.x3d_vis, k, axes=(1, 2))
+    for _ in range(k):
+        expect = np.stack([expect[1], 1.0 - expect[0], expect[2]])
+    inside = _interior(got.foreground) & _interior(np.rot90(ref.foreground, k))
+    assert inside.sum() > 500
+    np.testing.assert_allclose(got.x3d_vis[:, inside], expect[:, inside], atol=1e-5)
+    np.testing.assert_allclose(got.rgb, np.rot90(ref.rgb, k, axes=(1, 2)), atol=1e-6)
+    # the sloped pixels really do change their x/y encoding (else the check above is vacuous)
+    plain = np.rot90(ref.x3d_vis, k, axes=(1, 2))
+    assert np.abs(plain[:2, inside] - expect[:2, inside]).max() > 0.05
+
+
+def test_non_square_frames_turn_by_half_turns_only():
+    rng = np.random.default_rng(0)
+    ks = {quarter_turns(rng, (48, 64, 3)) for _ in range(50)}
+    assert ks == {0, 2}
+    assert {quarter_turns(rng, (64, 64, 3)) for _ in range(50)} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="non-square"):
+        rotate_raw(np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64, 3), np.float32), 1)
+
+
+def test_dataset_turns_samples_reproducibly(tiny_dataset):
+    records = list_samples(tiny_dataset, "puck", "test")
+    cfg = PreprocessConfig(image_size=64, modality="normal")
+    plain = RGBDDataset(records, cfg)
+    draws = []
+    for _ in range(2):
+        ds = RGBDDataset(records, cfg, augment="rot90", seed=7)
+        draws.append([ds[i] for i in range(len(records))])
+    turned = 0
+    for i, (a, b) in enumerate(zip(*draws)):
+        assert np.array_equal(a["x3d"].numpy(), b["x3d"].numpy())  # same seed, same turns
+        ref = plain[i]
+        k = next(k for k in range(4) if np.allclose(a["rgb"].numpy(),
+                                                     np.rot90(ref["rgb"].numpy(), k, axes=(1, 2))))
+        turned += k != 0
+        # the mask turns with the part
+        assert np.array_equal(a["mask"].numpy(), np.rot90(ref["mask"].numpy(), k, axes=(1, 2)))
+    assert turned >= len(records) // 2
+
+
+def test_eyecandies_refuses_rot90(tmp_path):
+    from edge.dataset_io import SampleRecord
+
+    rec = SampleRecord(
+        category="CandyCane", split="train", defect_type="good", label=0,
+        rgb_path=tmp_path / "a.png", geom_path=tmp_path / "b.png", gt_path=None, name="000",
+        kind="eyecandies",
+    )
+    with pytest.raises(ValueError, match="--augment none"):
+        RGBDDataset([rec], PreprocessConfig(image_size=64), augment="rot90")
