@@ -62,7 +62,7 @@ def test_dataset_turns_samples_reproducibly(tiny_dataset):
         ds = RGBDDataset(records, cfg, augment="rot90", seed=7)
         draws.append([ds[i] for i in range(len(records))])
     turned = 0
-    for i, (a, b) in enumerate(zip(*draws)):
+    for i, (a, b) in enumerate(zip(*draws, strict=True)):
         assert np.array_equal(a["x3d"].numpy(), b["x3d"].numpy())  # same seed, same turns
         ref = plain[i]
         k = next(k for k in range(4) if np.allclose(a["rgb"].numpy(),
