@@ -80,8 +80,12 @@ def make_run(run_dir: Path, data_root: Path, seed: int = 0, size: int = IMAGE_SI
     return run_dir
 
 
-def write_toy_bundle(folder: Path, size: int = 32, fp16: bool = True, scale: float = 1.0) -> Path:
+def write_toy_bundle(
+    folder: Path, size: int = 32, fp16: bool = True, scale: float = 1.0, **preprocess
+) -> Path:
     """A torch-free bundle whose 'model' is a tiny ONNX graph built with onnx.helper.
+
+    Extra keyword arguments go into the manifest's preprocessing (e.g. ``align=...``).
 
     ``map_rgb = scale * mean_c(rgb²)``, ``map_3d = mean_c(|x3d|)``, each (1,1,S,S). The FP16
     file casts to half for the squares and back to float for the output, like the real export.
@@ -134,7 +138,7 @@ def write_toy_bundle(folder: Path, size: int = 32, fp16: bool = True, scale: flo
         onnx.save(graph(True), folder / "model.fp16.onnx")
     manifest = Manifest(
         model=ModelSpec(backbone="toy", image_size=size, modality="depth", variant=f"toy-{size}"),
-        preprocess={"image_size": size, "modality": "depth"},
+        preprocess={"image_size": size, "modality": "depth", **preprocess},
         io=default_io(size),
         files={k: file_entry(folder, v) for k, v in files.items()},
         scoring=ScoringSpec(
