@@ -36,6 +36,7 @@ class DemoRecipe(BaseModel):
     epochs: int = 20
     batch_size: int = 8
     teacher_weights: str = "offline"  # shipped fractal-pretrained teacher, no download
+    align: str = "principal-axis"  # parts lie at any angle on the synthetic conveyor
     seed: int = 0
 
     def key(self) -> str:
@@ -53,6 +54,8 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt", default=None, help="broker URL; default: start a local mosquitto "
                    "if installed; 'none' = console only")
     p.add_argument("--retrain", action="store_true", help="ignore the cached model")
+    p.add_argument("--category", choices=["puck", "bracket"], default="puck",
+                   help="synthetic part: a round puck, or a bracket that lies at any angle")
 
 
 def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> Path:
@@ -77,7 +80,8 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
                   n_train=recipe.n_train, n_validation=12, n_test_good=12,
                   n_test_per_defect=8, seed=recipe.seed, progress=True)
     print(f"[2/3] training TRD ({recipe.backbone}, {recipe.modality}, {recipe.image_size}px, "
-          f"{recipe.epochs} epochs, teacher: {recipe.teacher_weights}) → {run}")
+          f"{recipe.epochs} epochs, teacher: {recipe.teacher_weights}, align: {recipe.align}) "
+          f"→ {run}")
     if run.exists() and retrain:
         import shutil
 
@@ -86,6 +90,7 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
         data_root=str(data), category=recipe.category, modality=recipe.modality,
         backbone=recipe.backbone, image_size=recipe.image_size, epochs=recipe.epochs,
         batch_size=recipe.batch_size, teacher_weights=recipe.teacher_weights, seed=recipe.seed,
+        align=recipe.align,
     )
     train(cfg, run)
     res = evaluate(run, data, recipe.category, progress=False)
@@ -103,7 +108,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from edge.config import load_config
     from edge.run_cmd import assemble, summarise
 
-    recipe = DemoRecipe()
+    recipe = DemoRecipe(category=args.category)
     workdir = Path(args.workdir).expanduser()
     bundle = prepare_bundle(workdir, recipe, args.retrain)
     camera = (f"synthetic:{recipe.category}?size={recipe.image_size}"

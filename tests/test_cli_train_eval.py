@@ -19,7 +19,8 @@ def _train_args(data: Path, out: Path, epochs: int, **over: str) -> list[str]:
     args = {
         "--data-root": str(data), "--category": "puck", "--out": str(out),
         "--backbone": "resnet18", "--image-size": "64", "--epochs": str(epochs),
-        "--batch-size": "4", "--teacher-weights": "random", "--seed": "0",
+        "--batch-size": "4", "--teacher-weights": "offline", "--align": "principal-axis",
+        "--seed": "0",
     }
     args.update(over)
     return ["train", *[x for kv in args.items() for x in kv]]

@@ -173,7 +173,8 @@ def test_train_export_verify_end_to_end(tiny_dataset: Path, tmp_path: Path) -> N
         image_size=64,
         epochs=1,
         batch_size=4,
-        teacher_weights="random",
+        teacher_weights="offline",  # the product's offline path, as the demo trains it
+        align="principal-axis",
         seed=0,
     )
     run_dir = train_mod.train(cfg, tmp_path / "run", progress=False)
