@@ -35,12 +35,13 @@ def main() -> None:
     p.add_argument("--teacher", default="offline", help="offline | random | PATH")
     p.add_argument("--align", default="principal-axis", choices=["none", "principal-axis"])
     p.add_argument("--augment", default="none", choices=["none", "rot90"])
+    p.add_argument("--sobel-ksize", type=int, default=None, help="default: per category")
     p.add_argument("--jsonl", type=Path, default=None)
     a = p.parse_args()
 
-    print("| teacher | align | category | seed | colour | geometry | both | fused I-AUROC | "
-          "P-AUROC | AUPRO@0.3 | train s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| teacher | align | Sobel | category | seed | colour | geometry | both | "
+          "fused I-AUROC | P-AUROC | AUPRO@0.3 | train s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for seed in a.seeds:
         data = a.out / f"data-{a.image_size}-n{a.n_train}-s{seed}"
         if not data.is_dir():  # 20 good + 20 per defect type in test: AUROC steps of 1/400
@@ -48,12 +49,14 @@ def main() -> None:
                           n_train=a.n_train, n_validation=12, n_test_good=20,
                           n_test_per_defect=20, seed=seed, progress=False)
         for cat in a.categories:
-            tag = f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}-s{seed}"
+            tag = (f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}"
+                   f"-k{a.sobel_ksize}-s{seed}")
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality="normal", backbone="resnet18",
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
+                sobel_ksize=a.sobel_ksize,
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)
@@ -61,7 +64,8 @@ def main() -> None:
             res = evaluate(run, data, cat, progress=False)
             per = {k: v["image_auroc"] for k, v in res["per_defect_type"].items()}
             f = res["fused"]
-            print(f"| {a.teacher} | {a.align} | {cat} | {seed} | {per['color']:.2f} | "
+            print(f"| {a.teacher} | {a.align} | {cfg.sobel_ksize or 'default'} | {cat} | {seed} | "
+                  f"{per['color']:.2f} | "
                   f"{per['geometry']:.2f} | {per['both']:.2f} | {f['image_auroc']:.2f} | "
                   f"{f['pixel_auroc']:.2f} | {f['aupro@0.3']:.2f} | {seconds:.0f} |", flush=True)
             if a.jsonl:
