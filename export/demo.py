@@ -24,6 +24,8 @@ from pydantic import BaseModel
 log = logging.getLogger(__name__)
 
 DEFAULT_WORKDIR = Path("~/.cache/trd-edge/demo")
+CALIBRATION_FRAMES = 200
+CALIBRATION_FPR = 0.01
 
 
 class DemoRecipe(BaseModel):
@@ -71,6 +73,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> Path:
     """Synthesise, train, evaluate and export once; return the cached bundle directory."""
+    from calibration.cli import calibrate
     from edge.synthetic import write_dataset
     from export.onnx_export import export_bundle
     from trainer.evaluate import evaluate
@@ -89,11 +92,11 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
     for stale in (data, run):  # a cache of another recipe: start both afresh
         if stale.exists():
             shutil.rmtree(stale)
-    print(f"[1/3] synthetic RGB-D data set → {data}")
+    print(f"[1/4] synthetic RGB-D data set → {data}")
     write_dataset(data, categories=(recipe.category,), image_size=recipe.image_size,
                   n_train=recipe.n_train, n_validation=12, n_test_good=12,
                   n_test_per_defect=8, seed=recipe.seed, progress=True)
-    print(f"[2/3] training TRD ({recipe.backbone}, {recipe.modality}, {recipe.image_size}px, "
+    print(f"[2/4] training TRD ({recipe.backbone}, {recipe.modality}, {recipe.image_size}px, "
           f"Sobel {recipe.sobel_ksize}, {recipe.epochs} epochs, teacher: {recipe.teacher_weights}, "
           f"align: {recipe.align}) "
           f"→ {run}")
@@ -107,8 +110,16 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
     res = evaluate(run, data, recipe.category, progress=False)
     per_type = ", ".join(f"{t} {m['image_auroc']:.2f}" for t, m in res["per_defect_type"].items())
     print(f"      test image AUROC fused {res['fused']['image_auroc']:.2f} ({per_type})")
-    print(f"[3/3] exporting the model bundle → {bundle}")
+    print(f"[3/4] exporting the model bundle → {bundle}")
     export_bundle(run, bundle, fp16=False)
+    # The post-training threshold rests on 12 validation parts; a station calibrates on many good
+    # frames from its own camera (`trd-edge calibrate`), and so does the demo.
+    camera = f"synthetic:{recipe.category}?size={recipe.image_size}&defect_rate=0&seed=2"
+    print(f"[4/4] calibrating the station on {CALIBRATION_FRAMES} good camera frames "
+          f"(false-alarm target {CALIBRATION_FPR:.0%})")
+    res = calibrate(bundle, camera, CALIBRATION_FRAMES, target_fpr=CALIBRATION_FPR,
+                    backend="onnxruntime", compare_training=False)
+    print(f"      threshold {res.threshold:.2f}: {res.fit.statement}")
     stamp.write_text(recipe.key())
     print(f"      ready in {time.perf_counter() - t0:.0f} s")
     return bundle
