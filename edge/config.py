@@ -203,6 +203,13 @@ class MqttConfig(_Section):
     inflight_window: int = Field(
         100, ge=1, le=65535, description="verdicts sent but not yet acknowledged, at most"
     )
+    tls_check_after_failures: int = Field(
+        3,
+        ge=0,
+        description="with mqtts://, repeat the TLS pre-flight handshake (which names a wrong "
+        "CA, host name or expired certificate) after this many failed connects; 0 = only at "
+        "start-up",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -361,6 +368,23 @@ class CameraConfig(SourceOptions):
         return spec
 
 
+class HealthConfig(_Section):
+    """When the station reports itself `degraded` (see docs/mqtt-health.md)."""
+
+    broker_away_s: float = Field(
+        60.0, gt=0, description="degraded when the broker has been unreachable this long"
+    )
+    outbox_fraction: float = Field(
+        0.5, gt=0, le=1, description="degraded when the outbox is fuller than this fraction"
+    )
+    loss_window_s: float = Field(
+        900.0,
+        gt=0,
+        description="degraded for this long after a verdict was dropped (outbox full) or a "
+        "camera frame was unusable; refused verdicts keep it degraded while they are kept",
+    )
+
+
 class RuntimeConfig(_Section):
     """The run loop."""
 
@@ -391,6 +415,7 @@ class StationConfig(_Section):
     publish: PublishConfig = Field(default_factory=PublishConfig, description="extra topics")
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="run loop")
+    health: HealthConfig = Field(default_factory=HealthConfig, description="degraded limits")
 
     def topic(self, name: str) -> str:
         """Full topic of one message kind, e.g. ``topic("verdict") -> "trd/st1/verdict"``."""

@@ -456,8 +456,16 @@ def _is_auth_failure(reason_code: Any) -> bool:
     return value in (0x86, 0x87, 4, 5) or "password" in name or "authori" in name
 
 
-def check_broker(config: Any, timeout_s: float = 5.0) -> list[Check]:
-    """Connect with the station's credentials and TLS; with MQTT 5 also test the ACL."""
+def check_broker(
+    config: Any, timeout_s: float = 5.0, mes_url: str | None = None, _protocol: str | None = None
+) -> list[Check]:
+    """Connect with the station's credentials and TLS and prove the ACL lets it publish.
+
+    The ACL probe needs MQTT 5 (a 3.1.1 broker drops a refused publish and acknowledges it as
+    if delivered), so for a 3.1.1 station it is made over a second, MQTT 5 connection. With
+    `mes_url` (the MES's credentials) a subscriber on that account must also receive the probe:
+    the station can publish and the MES can read, whatever the protocol.
+    """
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -469,7 +477,8 @@ def check_broker(config: Any, timeout_s: float = 5.0) -> list[Check]:
         ]  # fmt: skip
     ep = cfg.endpoint()
     where = f"{ep.url} as {ep.username or 'anonymous'}"
-    v5 = cfg.protocol == "5"
+    protocol = _protocol or cfg.protocol
+    v5 = protocol == "5"
     # A different client id: reusing the station's would disconnect a running station.
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
@@ -601,24 +610,90 @@ def check_broker(config: Any, timeout_s: float = 5.0) -> list[Check]:
                 "check the client id and protocol version (mqtt.protocol)",
             )
         ]
-    checks = [Check("broker", "ok", f"{where}: connected (MQTT {cfg.protocol})")]
-    checks.append(_check_acl(client, config, events, timeout_s) if v5 else Check(
-        "broker acl", "warn", "MQTT 3.1.1 cannot report refused publishes: ACL not checked",
-        "use mqtt.protocol 5 to let the doctor check the ACL"))  # fmt: skip
+    checks = [Check("broker", "ok", f"{where}: connected (MQTT {protocol})")]
+    if v5:
+        checks.append(_check_acl(client, config, events, timeout_s, mes_url))
+    else:
+        probe = check_broker(config, timeout_s, mes_url, _protocol="5")
+        acl = [c for c in probe if c.name.startswith("broker acl")]
+        checks += acl or [Check(
+            "broker acl", "warn", "MQTT 3.1.1 cannot report refused publishes, and the broker "
+            "did not accept MQTT 5 for the probe: ACL not checked",
+            "make sure the ACL lets this user write " + config.topic("") + "# (a refused "
+            "publish is dropped silently under 3.1.1), or use mqtt.protocol 5")]  # fmt: skip
     client.disconnect()
     client.loop(timeout=0.1)
     return checks
 
 
-def _check_acl(client: Any, config: Any, events: dict[str, Any], timeout_s: float) -> Check:
-    """Publish one QoS 1 message under the station prefix; MQTT 5 PUBACK says if it was denied."""
+def _mes_subscriber(
+    mes_url: str, topic: str, timeout_s: float, ca: Any = None
+) -> tuple[Any, list, str | None]:
+    """A client on the MES's account subscribed to `topic`: (client, received, problem)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge.config import parse_mqtt_url
+
+    ep = parse_mqtt_url(mes_url)
+    got: list = []
+    acked: dict[str, Any] = {}
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"trd-doctor-mes-{os.getpid()}",
+                      protocol=mqtt.MQTTv5)  # fmt: skip
+    if ep.username is not None:
+        sub.username_pw_set(ep.username, ep.password.get_secret_value() if ep.password else None)
+    if ep.tls:
+        sub.tls_set(ca_certs=str(ca) if ca else None)  # the station's CA signs the broker
+    sub.on_message = lambda c, u, m: got.append(m.payload)
+    sub.on_subscribe = lambda c, u, mid, rcs, p: acked.setdefault("rc", rcs[0])
+    try:
+        sub.connect(ep.host, ep.port, keepalive=10)
+    except OSError as exc:
+        return sub, got, f"MES account {ep.url} cannot connect: {exc}"
+    sub.subscribe(topic, qos=1)
+    deadline = time.monotonic() + timeout_s
+    while "rc" not in acked and time.monotonic() < deadline:
+        sub.loop(timeout=0.1)
+    rc = acked.get("rc")
+    if rc is None or rc.is_failure:
+        return sub, got, f"MES account {ep.url} may not subscribe to {topic} ({rc})"
+    return sub, got, None
+
+
+def _check_acl(
+    client: Any, config: Any, events: dict[str, Any], timeout_s: float, mes_url: str | None = None
+) -> Check:
+    """Publish one QoS 1 message under the station prefix; MQTT 5 PUBACK says if it was denied.
+
+    With `mes_url`, a subscriber on the MES's account must receive it too.
+    """
     topic = config.topic("doctor")
     payload = json.dumps({"doctor": time.time(), "station": config.station})
+    mes = None
+    if mes_url:
+        mes, received, problem = _mes_subscriber(mes_url, topic, timeout_s, config.mqtt.tls.ca)
+        if problem:
+            mes.disconnect()
+            return Check("broker acl", "fail", problem,
+                         "the ACL must let the MES user read trd/# (deploy/mosquitto/acl)")
     client.publish(topic, payload, qos=1)
     deadline = time.monotonic() + timeout_s
     while "puback" not in events and time.monotonic() < deadline:
         client.loop(timeout=0.1)
     rc = events.get("puback")
+    if mes is not None:
+        deadline = time.monotonic() + timeout_s
+        while not received and time.monotonic() < deadline and rc is not None:
+            mes.loop(timeout=0.1)
+        mes.disconnect()
+        if rc is not None and not rc.is_failure and not received:
+            return Check(
+                "broker acl", "fail",
+                f"the broker acknowledged {topic} but the MES account did not receive it",
+                f"the ACL must let user {config.mqtt.username!r} write {config.topic('')}# "
+                "and the MES read it (deploy/mosquitto/acl); MQTT 3.1.1 drops refused "
+                "publishes silently",
+            )  # fmt: skip
     if rc is None:
         return Check(
             "broker acl",
@@ -634,6 +709,8 @@ def _check_acl(client: Any, config: Any, events: dict[str, Any], timeout_s: floa
             f"the ACL must let user {config.mqtt.username!r} write "
             f"{config.topic('')}#: use the station id as username (deploy/mosquitto/acl)",
         )
+    if mes is not None:
+        return Check("broker acl", "ok", f"may publish under {config.topic('')}; the MES reads it")
     return Check("broker acl", "ok", f"may publish under {config.topic('')}")
 
 
@@ -728,6 +805,12 @@ def add_doctor_args(parser: argparse.ArgumentParser) -> None:
         help="leave out these checks",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--mes-url",
+        default=os.environ.get("TRD_EDGE_DOCTOR_MES_URL"),
+        help="the MES's broker account (mqtt://mes:PASS@host:port); the ACL probe must then "
+        "reach it too (env TRD_EDGE_DOCTOR_MES_URL)",
+    )
 
 
 def collect(args: argparse.Namespace) -> list[Check]:
@@ -770,7 +853,7 @@ def collect(args: argparse.Namespace) -> list[Check]:
         checks.append(bundle_check)
         checks.append(check_engine(bundle, state or {"gpu": None, "trt": None}, backend))
     if "broker" not in skip:
-        checks += check_broker(config, timeout)
+        checks += check_broker(config, timeout, getattr(args, "mes_url", None))
     if "disk" not in skip:
         path = config.outbox_path()
         checks.append(

@@ -5,12 +5,24 @@ A supervisor (systemd, Docker/compose ``healthcheck``, Kubernetes, a PLC gateway
 - the **health file** (``TRD_EDGE_HEALTH_FILE``, e.g. ``/run/trd-edge/health.json``), rewritten
   atomically (temp file + rename) on every `HealthReporter.update`, so a reader never sees half a
   file; ``python -m edge.health check --file F`` exits 0 when healthy, 1 otherwise;
-- ``GET /healthz`` on ``TRD_EDGE_HEALTH_PORT`` (200 healthy / 503 not, JSON body with reasons);
-- ``GET /metrics``: Prometheus text format (counters, outbox gauge, latency histogram).
+- ``GET /healthz`` on ``TRD_EDGE_HEALTH_PORT`` (200 unless failed / 503 failed, JSON body with
+  reasons): the liveness probe, restart on failure;
+- ``GET /readyz``: 200 only when ``ok`` (503 when degraded or failed): readiness / alerting;
+- ``GET /metrics``: Prometheus text format (counters, outbox gauges, latency histogram).
 
-Healthy means: state is ``starting``, ``running`` or ``degraded`` (broker away but verdicts are
-kept in the outbox — restarting the station would not help), the last update is fresh, and a
-running station has produced a frame recently. ``error``/``stopped`` or staleness → unhealthy.
+Three levels (``status`` in the document; docs/mqtt-health.md has the supervisor recipes):
+
+- ``failed``: restarting the station is the remedy (or a person must come): state ``error`` or
+  ``stopped``, no update for ``stale_after_s`` (the process hangs), or running without a frame
+  for ``stale_after_s`` (the camera is gone). ``/healthz`` answers 503, the systemd watchdog is
+  no longer fed, ``check`` exits 1.
+- ``degraded``: it runs but verdicts are at risk and a person should look; a restart would not
+  help (verdicts are kept in the outbox): the broker unreachable for longer than
+  ``broker_away_s``, the outbox fuller than ``outbox_fraction``, verdicts refused by the broker
+  and kept, a verdict dropped (outbox full) or an unusable camera frame within the last
+  ``loss_window_s``, or the run loop reporting state ``degraded``. ``/healthz`` still answers
+  200, ``/readyz`` 503; ``check --strict`` exits 1; systemd shows it as ``STATUS=``.
+- ``ok``: neither.
 
 Only the standard library is used (``http.server`` in a daemon thread): no extra dependency,
 and nothing here imports torch. When systemd starts the station with ``Type=notify`` and
@@ -62,9 +74,19 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class DegradeLimits:
+    """When a running station counts as `degraded` (from `StationConfig.health`)."""
+
+    broker_away_s: float = 60.0
+    outbox_fraction: float = 0.5
+    loss_window_s: float = 900.0
+
+
 @dataclass
 class HealthSnapshot:
-    """What the run loop knows right now. Counters are totals since the process started."""
+    """What the run loop knows right now. Frame counters are totals since the process started;
+    the verdict counters come from the outbox and are persistent (since it was created)."""
 
     state: State = "running"
     frames: int = 0  # frames turned into verdicts
@@ -75,6 +97,14 @@ class HealthSnapshot:
     last_frame_time: float | None = None  # epoch seconds of the newest processed frame
     latencies_ms: Sequence[float] = ()  # end-to-end latency of frames finished since last update
     detail: str = ""  # free text shown in the file (e.g. the last error)
+    outbox_capacity: int = 0  # outbox.max_messages (0: no outbox)
+    outbox_oldest_age_s: float = 0.0  # age of the oldest waiting verdict
+    broker_away_s: float = 0.0  # how long the broker has been unreachable (0 while connected)
+    verdicts_delivered: int = 0  # acknowledged by the broker (since the outbox was created)
+    verdicts_dropped: int = 0  # deleted unsent because the outbox was full (persistent)
+    verdicts_refused: int = 0  # refused by the broker (persistent counter)
+    outbox_refused: int = 0  # refused verdicts kept in the outbox now (dead-letter table)
+    tls_problem: str = ""  # last TLS pre-flight failure: cause and fix
 
 
 @dataclass
@@ -152,6 +182,44 @@ def evaluate(doc: Mapping[str, Any], stale_after_s: float, now: float | None = N
     return reasons
 
 
+def degraded_reasons(
+    doc: Mapping[str, Any], limits: DegradeLimits, recent_loss: Mapping[str, int] | None = None
+) -> list[str]:
+    """Why a (not failed) station is degraded ([] = ok). `recent_loss`: counter name -> how much
+    it grew within ``limits.loss_window_s`` (``verdicts_dropped``, ``errors``)."""
+    reasons: list[str] = []
+    if doc.get("state") == "degraded":
+        reasons.append("the run loop reports degraded" + (
+            f": {doc['detail']}" if doc.get("detail") else ""))  # fmt: skip
+    away = float(doc.get("broker_away_s") or 0.0)
+    if doc.get("outbox_capacity") and away > limits.broker_away_s:
+        tls = doc.get("tls_problem")
+        reasons.append(
+            f"broker unreachable for {away:.0f}s (limit {limits.broker_away_s:g}s)"
+            + (f": TLS: {tls}" if tls else "")
+        )
+    capacity = int(doc.get("outbox_capacity") or 0)
+    depth = int(doc.get("outbox_depth") or 0)
+    if capacity and depth > limits.outbox_fraction * capacity:
+        reasons.append(
+            f"outbox {depth}/{capacity} full (limit {limits.outbox_fraction:.0%}); oldest "
+            f"verdict waits {float(doc.get('outbox_oldest_age_s') or 0):.0f}s"
+        )
+    kept = int(doc.get("outbox_refused") or 0)
+    if kept:
+        reasons.append(
+            f"{kept} verdicts refused by the broker are kept in the outbox (fix the broker "
+            "user/ACL, then restart to send them)"
+        )
+    recent = recent_loss or {}
+    window = f"in the last {limits.loss_window_s:g}s"
+    if recent.get("verdicts_dropped"):
+        reasons.append(f"{recent['verdicts_dropped']} verdicts dropped (outbox full) {window}")
+    if recent.get("errors"):
+        reasons.append(f"{recent['errors']} unusable frames or failed inferences {window}")
+    return reasons
+
+
 def sd_notify(message: str) -> bool:
     """Send `message` to systemd's ``$NOTIFY_SOCKET`` (no-op returning False when unset)."""
     addr = os.environ.get("NOTIFY_SOCKET")
@@ -185,9 +253,14 @@ class HealthReporter:
         bind: str = "127.0.0.1",
         stale_after_s: float = 30.0,
         window: int = 1000,
+        limits: DegradeLimits | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else None
         self.stale_after_s = stale_after_s
+        self.limits = limits or DegradeLimits()
+        # counter -> (last value seen, [(time, increase), ...] within the loss window)
+        self._losses: dict[str, tuple[int, collections.deque[tuple[float, int]]]] = {}
+        self._last_status = "ok"
         self._lock = threading.Lock()
         self._snapshot = HealthSnapshot(state="starting")
         self._updated_at = time.time()
@@ -228,11 +301,39 @@ class HealthReporter:
             for ms in snapshot.latencies_ms:
                 self._recent.append(float(ms))
                 self._hist.observe(float(ms) / 1000.0)
+            self._track_losses(snapshot, self._updated_at)
         self._write_file()
-        if not self.healthy_reasons():
+        doc = self.document()
+        if doc["healthy"]:
             if not self._ready_sent:
                 self._ready_sent = sd_notify("READY=1")
             sd_notify("WATCHDOG=1")
+        if doc["status"] != self._last_status:
+            # Shown by `systemctl status`; a degraded station keeps feeding the watchdog.
+            text = "; ".join(doc["degraded"] or doc["reasons"]) or "ok"
+            if doc["status"] == "ok":
+                log.info("health: ok again")
+            else:
+                log.warning("health: %s: %s", doc["status"], text)
+            sd_notify(f"STATUS={doc['status']}: {text}"[:1000])
+            self._last_status = doc["status"]
+
+    def _track_losses(self, snap: HealthSnapshot, now: float) -> None:
+        """Remember when loss counters grew, so `degraded` lasts `loss_window_s` after a loss."""
+        for name in ("verdicts_dropped", "errors"):
+            value = int(getattr(snap, name))
+            last, events = self._losses.get(name, (value, collections.deque()))
+            if value > last:
+                events.append((now, value - last))
+            self._losses[name] = (value, events)
+
+    def _recent_losses(self, now: float) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for name, (_, events) in self._losses.items():
+            while events and now - events[0][0] > self.limits.loss_window_s:
+                events.popleft()
+            out[name] = sum(n for _, n in events)
+        return out
 
     def document(self, now: float | None = None) -> dict[str, Any]:
         """The health JSON (what the file and ``/healthz`` contain)."""
@@ -240,6 +341,7 @@ class HealthReporter:
             snap = self._snapshot
             recent = list(self._recent)
             updated = self._updated_at
+            losses = self._recent_losses(time.time() if now is None else now)
         doc: dict[str, Any] = asdict(snap)
         doc.pop("latencies_ms")
         doc.update(
@@ -251,8 +353,11 @@ class HealthReporter:
             stale_after_s=self.stale_after_s,
         )
         reasons = evaluate(doc, self.stale_after_s, now)
-        doc["healthy"] = not reasons
+        degraded = [] if reasons else degraded_reasons(doc, self.limits, losses)
+        doc["healthy"] = not reasons  # /healthz: not failed (degraded still answers 200)
         doc["reasons"] = reasons
+        doc["degraded"] = degraded
+        doc["status"] = "failed" if reasons else ("degraded" if degraded else "ok")
         return doc
 
     def healthy_reasons(self, now: float | None = None) -> list[str]:
@@ -265,7 +370,8 @@ class HealthReporter:
             snap = self._snapshot
             cumulative = self._hist.cumulative()
             bounds, total, sum_s = self._hist.bounds, self._hist.total, self._hist.sum_s
-        healthy = 0 if self.healthy_reasons() else 1
+        doc = self.document()
+        healthy = int(doc["healthy"])
         lines = [
             "# HELP trd_frames_total Frames turned into verdicts.",
             "# TYPE trd_frames_total counter",
@@ -279,12 +385,36 @@ class HealthReporter:
             "# HELP trd_outbox_depth Verdicts waiting for the broker's acknowledgement.",
             "# TYPE trd_outbox_depth gauge",
             f"trd_outbox_depth {snap.outbox_depth}",
+            "# HELP trd_outbox_capacity Verdicts the outbox holds before dropping the oldest.",
+            "# TYPE trd_outbox_capacity gauge",
+            f"trd_outbox_capacity {snap.outbox_capacity}",
+            "# HELP trd_outbox_oldest_age_seconds Age of the oldest verdict waiting.",
+            "# TYPE trd_outbox_oldest_age_seconds gauge",
+            f"trd_outbox_oldest_age_seconds {snap.outbox_oldest_age_s:g}",
+            "# HELP trd_outbox_refused Refused verdicts kept in the outbox (dead-letter table).",
+            "# TYPE trd_outbox_refused gauge",
+            f"trd_outbox_refused {snap.outbox_refused}",
+            "# HELP trd_verdicts_delivered_total Verdicts acknowledged by the broker.",
+            "# TYPE trd_verdicts_delivered_total counter",
+            f"trd_verdicts_delivered_total {snap.verdicts_delivered}",
+            "# HELP trd_verdicts_dropped_total Verdicts deleted unsent: the outbox was full.",
+            "# TYPE trd_verdicts_dropped_total counter",
+            f"trd_verdicts_dropped_total {snap.verdicts_dropped}",
+            "# HELP trd_verdicts_refused_total Verdicts the broker refused (PUBACK >= 0x80).",
+            "# TYPE trd_verdicts_refused_total counter",
+            f"trd_verdicts_refused_total {snap.verdicts_refused}",
+            "# HELP trd_broker_away_seconds How long the broker has been unreachable.",
+            "# TYPE trd_broker_away_seconds gauge",
+            f"trd_broker_away_seconds {snap.broker_away_s:g}",
             "# HELP trd_broker_connected 1 when connected to the MQTT broker.",
             "# TYPE trd_broker_connected gauge",
             f"trd_broker_connected {int(snap.broker_connected)}",
-            "# HELP trd_healthy 1 when /healthz would answer 200.",
+            "# HELP trd_healthy 1 when /healthz would answer 200 (not failed).",
             "# TYPE trd_healthy gauge",
             f"trd_healthy {healthy}",
+            "# HELP trd_degraded 1 when running but degraded (see /healthz 'degraded').",
+            "# TYPE trd_degraded gauge",
+            f"trd_degraded {int(doc['status'] == 'degraded')}",
             "# HELP trd_inference_latency_seconds End-to-end latency per frame.",
             "# TYPE trd_inference_latency_seconds histogram",
         ]
@@ -318,13 +448,14 @@ class HealthReporter:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server naming
                 route = self.path.split("?", 1)[0]
-                if route == "/healthz":
+                if route in ("/healthz", "/readyz"):
                     doc = reporter.document()
-                    self._reply(200 if doc["healthy"] else 503, json.dumps(doc), "application/json")
+                    good = doc["healthy"] if route == "/healthz" else doc["status"] == "ok"
+                    self._reply(200 if good else 503, json.dumps(doc), "application/json")
                 elif route == "/metrics":
                     self._reply(200, reporter.metrics_text(), "text/plain; version=0.0.4")
                 else:
-                    self._reply(404, "not found: use /healthz or /metrics\n", "text/plain")
+                    self._reply(404, "not found: use /healthz, /readyz or /metrics\n", "text/plain")
 
             def _reply(self, code: int, body: str, ctype: str) -> None:
                 data = body.encode()
@@ -381,8 +512,11 @@ class HealthReporter:
 # --------------------------------------------------------------------------- check command
 
 
-def check_file(path: Path, stale_after_s: float | None = None) -> list[str]:
-    """Reasons the station whose health file is `path` is unhealthy ([] = healthy)."""
+def check_file(
+    path: Path, stale_after_s: float | None = None, strict: bool = False
+) -> list[str]:
+    """Reasons the station whose health file is `path` is failed ([] = not failed); with
+    `strict` also the reasons it is degraded (as the station wrote them)."""
     try:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -392,23 +526,39 @@ def check_file(path: Path, stale_after_s: float | None = None) -> list[str]:
     if not isinstance(doc, dict):
         return [f"health file {path} does not hold a JSON object"]
     limit = stale_after_s if stale_after_s is not None else float(doc.get("stale_after_s", 30.0))
-    return evaluate(doc, limit)
+    reasons = evaluate(doc, limit)
+    if strict and not reasons:
+        reasons = [f"degraded: {r}" for r in doc.get("degraded") or []]
+    return reasons
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edge.health check --file F [--max-age S]``: exit 0 healthy, 1 unhealthy."""
+    """``python -m edge.health check --file F [--max-age S] [--strict]``: exit 0 when not
+    failed (with --strict: only when ok), 1 otherwise."""
     parser = argparse.ArgumentParser(prog="python -m edge.health")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="check a station's health file (for container healthchecks)")
     p.add_argument("--file", default=os.environ.get(ENV_FILE), help=f"default: ${ENV_FILE}")
     p.add_argument("--max-age", type=float, default=None, help="stale after this many seconds")
+    p.add_argument("--strict", action="store_true", help="a degraded station fails the check too")
     args = parser.parse_args(argv)
     if not args.file:
         print(f"give --file or set {ENV_FILE}", file=sys.stderr)
         return 2
-    reasons = check_file(Path(args.file), args.max_age)
-    print("healthy" if not reasons else "unhealthy: " + "; ".join(reasons))
-    return 0 if not reasons else 1
+    reasons = check_file(Path(args.file), args.max_age, args.strict)
+    if reasons:
+        print("unhealthy: " + "; ".join(reasons))
+        return 1
+    degraded = _file_degraded(Path(args.file))
+    print("healthy" + (" but degraded: " + "; ".join(degraded) if degraded else ""))
+    return 0
+
+
+def _file_degraded(path: Path) -> list[str]:
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8")).get("degraded") or [])
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 if __name__ == "__main__":

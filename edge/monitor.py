@@ -40,14 +40,30 @@ class StationMonitor:
         new = min(max(st.processed - self._seen, 0), len(lat))
         self._seen = st.processed
         pub = self.publisher
+        # The source's own counter is live; LoopStats.source_errors is filled at the end.
+        source_errors = max(st.source_errors, self.loop.source.stats.errors)
+        verdicts: dict = {}
+        if pub is not None:
+            state_now, counters = pub.outbox_state(), pub.outbox.counters
+            verdicts = dict(
+                outbox_depth=int(state_now["outbox_waiting"]),
+                outbox_capacity=int(state_now["outbox_capacity"]),
+                outbox_oldest_age_s=state_now["outbox_oldest_age_s"],
+                outbox_refused=int(state_now["outbox_refused"]),
+                broker_away_s=state_now["broker_away_s"],
+                broker_connected=pub.connected,
+                verdicts_delivered=counters.get("acked_total", 0),
+                verdicts_dropped=counters.get("dropped_total", 0),
+                verdicts_refused=counters.get("refused_total", 0),
+                tls_problem=pub.tls_problem or "",
+            )
         self.health.update(
             HealthSnapshot(
                 state=state, frames=st.processed, drops=st.dropped,
-                errors=st.errors + st.source_errors,
-                outbox_depth=len(pub.outbox) if pub is not None else 0,
-                broker_connected=bool(pub is not None and pub.connected),
+                errors=st.errors + source_errors,
                 last_frame_time=st.last_frame_time,
                 latencies_ms=lat[len(lat) - new:] if new else [],
+                **verdicts,
             )
         )
 

@@ -13,6 +13,13 @@ Bound: at most ``max_messages``; when full, the OLDEST waiting message is delete
 in the persistent ``dropped_total`` counter (policy "drop_oldest": the newest verdicts are the
 ones a running line acts on). Expired messages (MQTT 5 message expiry) are counted apart.
 
+Refused messages (an MQTT 5 PUBACK with a failure reason code, e.g. 0x87 "Not authorized" from
+an ACL that does not let this station's user write its topic) are never deleted: `refuse` moves
+them into the ``refused`` table (a dead-letter queue, with the reason code and time) and counts
+them in ``refused_total``. `requeue_refused` puts them back in front of the queue with their
+original ids, so they are sent again, in order, once the configuration is fixed (the publisher
+does this at every start: fixing a username or ACL means restarting the station anyway).
+
 One process owns an outbox file at a time (an flock on ``<file>.lock``, released by the kernel
 when the process dies, even by SIGKILL). All methods are thread-safe.
 """
@@ -33,8 +40,10 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_VERSION = 1
-_COUNTERS = ("put_total", "acked_total", "dropped_total", "expired_total", "sequence")
+_SCHEMA_VERSION = 2  # 2: the `refused` dead-letter table (a v1 file is upgraded in place)
+_COUNTERS = (
+    "put_total", "acked_total", "dropped_total", "expired_total", "refused_total", "sequence",
+)  # fmt: skip
 
 
 class OutboxError(RuntimeError):
@@ -52,6 +61,16 @@ class OutboxMessage:
     retain: bool
     created: float
     properties: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefusedMessage:
+    """A message the broker refused, kept in the dead-letter table."""
+
+    message: OutboxMessage
+    reason_code: int
+    reason: str
+    refused_at: float  # wall-clock epoch seconds
 
 
 class Outbox:
@@ -79,6 +98,7 @@ class Outbox:
             os.close(self._lock_fd)
             raise
         self._count = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        self._refused = self._db.execute("SELECT COUNT(*) FROM refused").fetchone()[0]
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -128,6 +148,18 @@ class Outbox:
                 CREATE TABLE IF NOT EXISTS counters (
                     name TEXT PRIMARY KEY,
                     value INTEGER NOT NULL
+                );
+                CREATE TABLE IF NOT EXISTS refused (
+                    id INTEGER PRIMARY KEY,
+                    topic TEXT NOT NULL,
+                    payload BLOB NOT NULL,
+                    qos INTEGER NOT NULL,
+                    retain INTEGER NOT NULL,
+                    created REAL NOT NULL,
+                    properties TEXT NOT NULL DEFAULT '{}',
+                    reason_code INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    refused_at REAL NOT NULL
                 );
                 """
             )
@@ -243,6 +275,90 @@ class Outbox:
         """Delete a message whose MQTT 5 expiry passed before it could be sent (counted)."""
         return self._delete([message_id], "expired_total") == 1
 
+    def refuse(self, refusals: Iterable[tuple[int, int, str]]) -> int:
+        """Move refused messages ``(id, reason_code, reason)`` to the dead-letter table.
+
+        One transaction; counted in ``refused_total``. Returns how many were moved (a message
+        already gone, e.g. dropped when the outbox was full, is skipped).
+        """
+        rows = list(refusals)
+        if not rows:
+            return 0
+        now = time.time()
+        with self._lock:
+            self._check_open()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = 0
+                for msg_id, code, reason in rows:
+                    moved += self._db.execute(
+                        "INSERT OR REPLACE INTO refused(id, topic, payload, qos, retain, created, "
+                        "properties, reason_code, reason, refused_at) SELECT id, topic, payload, "
+                        "qos, retain, created, properties, ?, ?, ? FROM messages WHERE id = ?",
+                        (int(code), reason, now, msg_id),
+                    ).rowcount
+                    self._db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
+                self._bump("refused_total", moved)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count -= moved
+            self._refused += moved
+            return moved
+
+    def refused(self, n: int = 100) -> list[RefusedMessage]:
+        """Up to `n` oldest refused messages (the dead-letter table), in order."""
+        with self._lock:
+            self._check_open()
+            rows = self._db.execute(
+                "SELECT id, topic, payload, qos, retain, created, properties, reason_code, "
+                "reason, refused_at FROM refused ORDER BY id LIMIT ?",
+                (n,),
+            ).fetchall()
+        return [
+            RefusedMessage(
+                OutboxMessage(r[0], r[1], bytes(r[2]), r[3], bool(r[4]), r[5], json.loads(r[6])),
+                r[7],
+                r[8],
+                r[9],
+            )
+            for r in rows
+        ]
+
+    def requeue_refused(self) -> int:
+        """Put every refused message back into the queue (original ids, so in order)."""
+        with self._lock:
+            self._check_open()
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                moved = self._db.execute(
+                    "INSERT OR IGNORE INTO messages(id, topic, payload, qos, retain, created, "
+                    "properties) SELECT id, topic, payload, qos, retain, created, properties "
+                    "FROM refused"
+                ).rowcount
+                self._db.execute("DELETE FROM refused")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._count += moved
+            self._refused = 0
+            return moved
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds since the oldest waiting message was stored; None when nothing waits."""
+        with self._lock:
+            self._check_open()
+            row = self._db.execute("SELECT created FROM messages ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else max(0.0, time.time() - float(row[0]))
+
+    @property
+    def refused_count(self) -> int:
+        """Messages in the dead-letter table now (refused by the broker, kept)."""
+        with self._lock:
+            return self._refused
+
     def next_sequence(self) -> int:
         """The next value of a persistent per-outbox counter (0, 1, 2, ...; survives restarts).
 
@@ -285,7 +401,7 @@ class Outbox:
 
     @property
     def counters(self) -> dict[str, int]:
-        """Persistent counters: put_total, acked_total, dropped_total, expired_total, sequence."""
+        """Persistent counters: put/acked/dropped/expired/refused ``_total`` and ``sequence``."""
         with self._lock:
             self._check_open()
             return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
@@ -313,4 +429,7 @@ class Outbox:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Outbox({str(self.path)!r}, waiting={self._count}, max={self.max_messages})"
+        return (
+            f"Outbox({str(self.path)!r}, waiting={self._count}, refused={self._refused}, "
+            f"max={self.max_messages})"
+        )

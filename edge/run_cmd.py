@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from edge.backends import create_backend
 from edge.bundle import MODEL_FP32, Bundle, load_bundle
 from edge.config import StationConfig, cli_overrides, load_config
-from edge.health import HealthReporter
+from edge.health import DegradeLimits, HealthReporter
 from edge.inspector import Inspector
 from edge.local_broker import MOSQUITTO_HINT, LocalBroker, start_local_broker
 from edge.monitor import StationMonitor
@@ -27,6 +28,12 @@ from edge.verdict import ModelRef
 log = logging.getLogger(__name__)
 
 LIVE_KINDS = ("realsense", "synthetic")
+
+# Exit codes of `trd-edge run` (besides 0, 2 = a user-facing error, 130 = Ctrl-C before the
+# loop): a supervisor or script can tell these outcomes apart without reading the log.
+EXIT_WAITING = 3  # ended with verdicts still waiting in the outbox (broker unreachable)
+EXIT_REFUSED = 4  # the broker refused verdicts (ACL/user): kept in the outbox's refused table
+EXIT_NO_VERDICT = 5  # a finite source (recording, folder) yielded no usable frame
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,13 +71,59 @@ class Station:
     publisher: MqttPublisher | None
     broker: LocalBroker | None
     loop: RunLoop
+    delivery: Delivery | None = None  # filled when the publisher closes
 
 
-def _close_publisher(publisher: MqttPublisher, config: StationConfig) -> None:
+@dataclass
+class Delivery:
+    """What became of this run's verdicts at the broker (for the summary and exit code)."""
+
+    delivered: int
+    refused: int  # refused by the broker in this run
+    waiting: int  # in the outbox now (this run's and older ones)
+    refused_kept: int  # in the outbox's refused table now
+    outbox: str
+
+    def line(self) -> str:
+        """One line for the run summary."""
+        text = f"MQTT: {self.delivered} verdicts delivered"
+        if self.refused or self.refused_kept:
+            text += (f", {self.refused} refused by the broker ({self.refused_kept} kept in "
+                     f"{self.outbox}, table refused: fix the broker user/ACL and restart)")
+        if self.waiting:
+            text += (f", {self.waiting} still waiting in {self.outbox} (delivered on the next "
+                     "start)")
+        return text
+
+
+def _close_publisher(publisher: MqttPublisher, station: Station) -> None:
     left = publisher.close(timeout=10.0)
-    if left:
-        log.warning("%d verdicts stay in the outbox %s; they are delivered on the next start",
-                    left, config.outbox_path())
+    station.delivery = Delivery(
+        delivered=publisher.stats["delivered"], refused=publisher.stats["refused"],
+        waiting=left, refused_kept=publisher.outbox.refused_count,
+        outbox=str(publisher.outbox.path),
+    )
+
+
+def _probe_broker_once(config: StationConfig) -> None:
+    """Run the doctor's broker + ACL probe once in the background; log what is not ok.
+
+    MQTT 3.1.1 brokers drop a refused publish silently, so this is the only early sign of a
+    station whose user may not write its topics; with MQTT 5 it warns before the first verdict.
+    """
+    from edge.doctor import check_broker
+
+    def probe() -> None:
+        try:
+            checks = check_broker(config, timeout_s=5.0)
+        except Exception as exc:  # noqa: BLE001 - a probe must never stop the station
+            log.debug("start-up broker probe failed: %s", exc)
+            return
+        for c in checks:
+            if c.status != "ok" and c.name == "broker acl":
+                log.warning("start-up check: %s: %s; FIX: %s", c.name, c.detail, c.fix)
+
+    threading.Thread(target=probe, name="broker-probe", daemon=True).start()
 
 
 @contextlib.contextmanager
@@ -114,7 +167,8 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
                 outbox = Outbox(path, config.outbox.max_messages, config.outbox.synchronous)
                 stack.callback(outbox.close)
                 publisher = MqttPublisher(config, outbox, model=ref).start()
-                stack.callback(_close_publisher, publisher, config)
+                if broker is None:  # our own local broker has no ACL to probe
+                    _probe_broker_once(config)
                 hm = config.publish.heatmap
                 sinks.append(MqttSink(publisher, hm.enabled, hm.format, hm.jpeg_quality))
         if console:
@@ -129,10 +183,15 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
             live=kind in LIVE_KINDS, queue_size=config.runtime.capture_queue,
             max_frames=max_frames,
         )
-        monitor = StationMonitor(loop, HealthReporter.from_env(), publisher,
+        station = Station(config, bundle, inspector, publisher, broker, loop)
+        if publisher is not None:
+            # Registered after the source: closed before it, once the loop has finished.
+            stack.callback(_close_publisher, publisher, station)
+        limits = DegradeLimits(**config.health.model_dump())
+        monitor = StationMonitor(loop, HealthReporter.from_env(limits=limits), publisher,
                                  config.publish.metrics_period_s).start()
         stack.callback(monitor.close)
-        yield Station(config, bundle, inspector, publisher, broker, loop)
+        yield station
 
 
 def summarise(stats: LoopStats) -> str:
@@ -152,12 +211,34 @@ def summarise(stats: LoopStats) -> str:
     return "\n".join(lines)
 
 
-def _install_signal_handlers(loop: RunLoop) -> None:
+def no_verdict_reason(stats: LoopStats, spec: str) -> str:
+    """One line: why a finite source gave no verdict, and what to do about it."""
+    kind = parse_spec(spec)[0]
+    if stats.captured == 0 and stats.source_errors == 0:
+        if kind == "file":
+            why = ("the recording yielded no depth+colour frame pair (a recording with one "
+                   "stream only, or depth and colour frames too far apart in time)")
+            todo = ("check it with `rs-enumerate-devices`/`realsense-viewer`, record again with "
+                    "both streams enabled, or allow more skew (camera.max_sync_skew_ms)")
+        else:
+            why, todo = "the source ended before its first frame", "check camera.source"
+    else:
+        unusable = stats.source_errors + stats.errors
+        why = f"all {unusable} frames it delivered were unusable"
+        if stats.last_error:
+            why += f" (last: {stats.last_error})"
+        todo = ("see the 'skipped frame' warnings above: corrupt or truncated image files, or "
+                "RGB and depth of different sizes; replace them and run again")
+    return f"no verdict from {spec}: {why}; {todo}"
+
+
+def _install_signal_handlers(loop: RunLoop, stopped: threading.Event) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
 
     def handler(signum: int, _frame: object) -> None:
         log.info("received %s: finishing the frames in flight", signal.Signals(signum).name)
+        stopped.set()
         loop.stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -171,9 +252,26 @@ def run_run(args: argparse.Namespace) -> int:
     if (args.mqtt or "").lower() == "none":
         overrides["mqtt.url"], mqtt_enabled = None, False
     config = load_config(args.config, overrides=overrides)
+    stopped = threading.Event()
     with assemble(config, args.max_frames, console=not args.quiet,
                   mqtt_enabled=mqtt_enabled) as station:
-        _install_signal_handlers(station.loop)
+        _install_signal_handlers(station.loop, stopped)
         stats = station.loop.run()
+        live = station.loop.live
     print(summarise(stats))
+    delivery = station.delivery
+    if delivery is not None:
+        print(delivery.line())
+    if not live and stats.processed == 0 and not stopped.is_set() and args.max_frames != 0:
+        print(f"trd-edge run: {no_verdict_reason(stats, config.camera.source)}", file=sys.stderr)
+        return EXIT_NO_VERDICT
+    if delivery is not None and delivery.refused_kept:
+        print(f"trd-edge run: {delivery.refused_kept} verdicts refused by the broker are kept "
+              f"in {delivery.outbox} (table refused); the log names the reason code and cause",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    if delivery is not None and delivery.waiting:
+        print(f"trd-edge run: {delivery.waiting} verdicts still wait in {delivery.outbox}; they "
+              "are sent when the station next runs with the broker reachable", file=sys.stderr)
+        return EXIT_WAITING
     return 0

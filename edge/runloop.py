@@ -67,6 +67,7 @@ class LoopStats:
     # recent end-to-end latencies (bounded: a station runs for months)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     last_frame_time: float | None = None
+    last_error: str = ""  # why the latest unusable frame was skipped (for the exit message)
     stage_ms: dict[str, deque] = field(default_factory=dict)
 
     def record(self, latency_ms: dict[str, float]) -> None:
@@ -177,6 +178,7 @@ class RunLoop:
                 sample, ms = self.inspector.prepare(frame)
             except ValueError as exc:  # an unusable frame: count it, keep going
                 self.stats.errors += 1
+                self.stats.last_error = str(exc)
                 log.warning("frame %s skipped: %s", frame.frame_number, exc)
                 continue
             self._put_blocking(self._q_inf, (frame, sample, ms))

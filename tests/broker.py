@@ -88,6 +88,7 @@ class Subscriber:
         persistent: bool = True,
         host: str = "127.0.0.1",
         timeout: float = 5.0,
+        username: str | None = None,
     ) -> None:
         self.topic = topic
         self.messages: list[Received] = []
@@ -97,6 +98,8 @@ class Subscriber:
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
         )
         self.client.reconnect_delay_set(0.1, 0.5)
+        if username is not None:  # e.g. "mes" against an ACL broker
+            self.client.username_pw_set(username)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message

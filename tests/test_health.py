@@ -145,7 +145,8 @@ def test_sd_notify_sends_ready_and_watchdog(tmp_path: Path, monkeypatch) -> None
         rep.update(_running())
         got = {server.recv(100).decode(), server.recv(100).decode()}
         assert got == {"READY=1", "WATCHDOG=1"}
-        rep.update(_running(state="error"))  # unhealthy: no watchdog ping
+        rep.update(_running(state="error"))  # failed: no watchdog ping, systemd sees why
+        assert server.recv(100).decode().startswith("STATUS=failed: state is 'error'")
         rep.close()
         assert server.recv(100).decode() == "STOPPING=1"
     finally:
