@@ -299,39 +299,73 @@ def _jetson_release() -> str | None:
 
 
 def gpu_state() -> dict[str, Any]:
-    """What is known about the GPU stack: smi, jetson, trt, cuda, gpu (GpuInfo or error)."""
+    """What is known about the GPU stack.
+
+    Keys: smi, jetson, trt (version), cuda (cuda-python version), driver_cuda (CUDA version
+    the driver supports, 0 = no driver), gpu (GpuInfo) or gpu_error, and trt_problem: why
+    ``--backend auto`` would fall back to onnxruntime, the same text it logs (None = it would not).
+    """
     state: dict[str, Any] = {
         "smi": _nvidia_smi(),
         "jetson": _jetson_release(),
         "trt": _version("tensorrt"),
-        "cuda": _dist_version("cuda-python", "cuda-bindings"),
+        "cuda": None,
+        "driver_cuda": None,
         "gpu": None,
         "gpu_error": None,
+        "trt_problem": None,
     }
     try:
-        from edge.backends.tensorrt_build import gpu_info
+        from edge.backends.tensorrt_backend import tensorrt_problem
+        from edge.backends.tensorrt_build import (
+            cuda_python_version,
+            driver_cuda_version,
+            gpu_info,
+            import_cudart,
+        )
 
+        import_cudart()
+        state["cuda"] = cuda_python_version()
+        state["driver_cuda"] = driver_cuda_version()
+    except Exception:  # noqa: BLE001 - BackendError (not installed), or a broken install
+        state["cuda"] = _dist_version("cuda-python", "cuda-bindings")
+    try:
         state["gpu"] = gpu_info(0)
     except Exception as exc:  # noqa: BLE001 - BackendError, or a driver error of any kind
         state["gpu_error"] = str(exc)
+    try:
+        problem = tensorrt_problem(0)
+        state["trt_problem"] = None if problem is None else str(problem)
+    except Exception as exc:  # noqa: BLE001 - the doctor reports, it does not crash
+        state["trt_problem"] = str(exc)
     return state
 
 
+def _reason_fix(message: str) -> tuple[str, str]:
+    """Split a backend error ("...; fix: ...") into its reason and its fix."""
+    reason, _, fix = message.partition("; fix: ")
+    return reason, fix
+
+
 def check_gpu(state: dict[str, Any], backend: str = "auto") -> list[Check]:
-    """GPU, TensorRT, cuda-python and onnxruntime providers."""
+    """GPU, TensorRT, cuda-python against the driver, what ``auto`` picks, onnxruntime."""
+    from edge.backends.tensorrt_build import CUDA13_MIN_DRIVER, CUDA_PYTHON_PIN
+
     checks: list[Check] = []
     gpu = state["gpu"]
     where = state["jetson"] or state["smi"]
+    driver = state.get("driver_cuda")
     if gpu is not None:
         checks.append(
             Check("gpu", "ok", f"{gpu.name} (sm{gpu.compute_capability})"
                   + (f"; {where}" if where else ""))
         )  # fmt: skip
-    elif where:
+    elif where or driver:  # a driver is there, but CUDA does not work from Python
+        reason, fix = _reason_fix(str(state["gpu_error"]))
         checks.append(
-            Check("gpu", "warn", f"{where}; CUDA not usable from Python: {state['gpu_error']}",
-                  "pip install 'trd-edge[trt]' (cuda-python); in a container use "
-                  "--runtime nvidia / --gpus all")
+            Check("gpu", "warn", f"{where or 'NVIDIA driver'}; CUDA not usable from Python: "
+                  f"{reason}", fix or "pip install 'trd-edge[trt]' (cuda-python); in a "
+                  "container use --runtime nvidia / --gpus all")
         )  # fmt: skip
     else:
         checks.append(
@@ -339,21 +373,53 @@ def check_gpu(state: dict[str, Any], backend: str = "auto") -> list[Check]:
                   "fine for tests; for production use a Jetson or an NVIDIA GPU")
         )  # fmt: skip
     trt_status: Status = "fail" if backend == "tensorrt" else "warn"
-    if state["trt"]:
+    trt_major = int(str(state["trt"]).split(".")[0]) if str(state["trt"])[:1].isdigit() else 0
+    if state["trt"] and trt_major >= 10:
         checks.append(Check("tensorrt", "ok", f"TensorRT {state['trt']}"))
+    elif state["trt"]:
+        checks.append(
+            Check("tensorrt", trt_status, f"TensorRT {state['trt']} is too old (trd-edge builds "
+                  "strongly typed engines: TensorRT >= 10; JetPack 6.0 ships 8.6)",
+                  "update the Jetson to JetPack 6.1 or later (TensorRT 10.3); x86: TensorRT >= 10")
+        )  # fmt: skip
     else:
         checks.append(
             Check("tensorrt", trt_status, "TensorRT not present (backend auto -> onnxruntime)",
                   "Jetson: sudo apt-get install python3-libnvinfer (JetPack); x86: NVIDIA's "
                   "TensorRT packages or the nvcr.io/nvidia/tensorrt image")
         )  # fmt: skip
-    if state["cuda"]:
-        checks.append(Check("cuda-python", "ok", f"cuda-python {state['cuda']}"))
-    else:
+    cuda = state["cuda"]
+    cuda_major = int(str(cuda).split(".")[0]) if str(cuda)[:1].isdigit() else 0
+    supports = f"CUDA {driver // 1000}.{driver % 1000 // 10}" if driver else None
+    if not cuda:
         checks.append(
             Check("cuda-python", trt_status, "cuda-python not present (needed by TensorRT backend)",
                   "pip install 'trd-edge[trt]'")
         )  # fmt: skip
+    elif driver and cuda_major > driver // 1000:
+        # cuda-python 13 on JetPack 6's 540 driver: every call fails, auto falls back to the CPU
+        checks.append(
+            Check("cuda-python", trt_status, f"cuda-python {cuda} needs an NVIDIA driver >= "
+                  f"{CUDA13_MIN_DRIVER} (CUDA {cuda_major}); this driver supports {supports}: "
+                  "every CUDA call fails with cudaErrorInsufficientDriver",
+                  f"pip install '{CUDA_PYTHON_PIN}' (what `pip install 'trd-edge[trt]'` "
+                  f"installs), or upgrade the driver to >= {CUDA13_MIN_DRIVER}")
+        )  # fmt: skip
+    else:
+        detail = f"cuda-python {cuda}" + (f"; driver supports {supports}" if supports else "")
+        checks.append(Check("cuda-python", "ok", detail))
+    if backend != "onnxruntime":
+        problem = state.get("trt_problem")
+        if problem:
+            reason, fix = _reason_fix(problem)
+            checks.append(
+                Check("gpu backend", trt_status, "--backend auto would use onnxruntime, not "
+                      f"TensorRT: {reason}", fix)
+            )  # fmt: skip
+        else:
+            checks.append(
+                Check("gpu backend", "ok", f"--backend auto uses TensorRT {state['trt']}")
+            )  # fmt: skip
     try:
         import onnxruntime as ort
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest_export import write_toy_bundle
+from fake_gpu import FakeCudaRuntime, install_cuda
 
 import edge.backends.tensorrt_build as tb
 from edge.backends import BackendError, create_backend
@@ -266,7 +267,8 @@ def fake_tensorrt(engine_info: str, calls: dict) -> types.ModuleType:
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    monkeypatch.setattr(tb, "gpu_info", lambda device=0: tb.GpuInfo("NVIDIA Jetson Orin", 8, 7))
+    """The fake cuda-python runtime of tests/fake_gpu.py with one Orin GPU."""
+    install_cuda(monkeypatch, FakeCudaRuntime(devices=["NVIDIA Jetson Orin"]))
 
 
 def test_build_engine_strongly_typed_inspected_and_recorded(monkeypatch, tmp_path, fake_gpu):

@@ -6,12 +6,16 @@ device buffers (``cudaMalloc``), one CUDA stream, and CUDA events around the hos
 copies, the kernel launch and the device-to-host copies so ``last_timing`` splits the time.
 Both inputs are enqueued back-to-back before ``execute_async_v3`` and both outputs right after
 it, with a single synchronisation per frame. TensorRT is not installable on this project's
-development machines: this module is exercised on real hardware by ``deploy/check_tensorrt.py``.
+development machines: the control flow (buffers, addresses, stream, each failure path) is tested
+against the fake runtime of ``tests/fake_gpu.py``, the real thing on hardware by
+``deploy/check_tensorrt.py``. A backend that fails half-way through ``__init__`` frees what it
+had allocated; ``tensorrt_problem()`` says why TensorRT cannot run here, with the fix.
 """
 
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,6 +32,20 @@ from edge.backends.tensorrt_build import (
 from edge.bundle import INPUT_NAMES, OUTPUT_NAMES, Bundle, sha256_file
 
 
+def stream_handle_getter() -> Callable[[Any], int]:
+    """How to turn a cuda-python handle object into the integer TensorRT takes.
+
+    cuda-bindings >= 12.9.1 / 13.0 deprecate ``int(handle)`` in favour of
+    ``cuda.bindings.utils.get_cuda_native_handle``; older 12.x releases only have ``int()``.
+    (``handle.getPtr()`` would be the address *of* the handle, not the handle.)
+    """
+    try:
+        from cuda.bindings.utils import get_cuda_native_handle  # type: ignore[import-not-found]
+    except ImportError:
+        return int
+    return lambda obj: int(get_cuda_native_handle(obj))
+
+
 class _Buffer:
     """One I/O tensor: pinned host array + device allocation."""
 
@@ -37,9 +55,13 @@ class _Buffer:
         self.dtype = np.dtype(dtype)
         self.nbytes = int(np.prod(shape)) * self.dtype.itemsize
         self.host_ptr = cuda_check(cudart.cudaMallocHost(self.nbytes), f"cudaMallocHost {name}")
+        try:
+            self.device_ptr = cuda_check(cudart.cudaMalloc(self.nbytes), f"cudaMalloc {name}")
+        except BackendError:
+            cudart.cudaFreeHost(self.host_ptr)  # the caller only frees complete buffers
+            raise
         raw = (ctypes.c_byte * self.nbytes).from_address(int(self.host_ptr))
         self.host = np.frombuffer(raw, dtype=self.dtype).reshape(shape)
-        self.device_ptr = cuda_check(cudart.cudaMalloc(self.nbytes), f"cudaMalloc {name}")
 
     def free(self, cudart) -> None:
         cudart.cudaFree(self.device_ptr)
@@ -63,13 +85,30 @@ class TensorRTBackend(Backend):
         trt = import_tensorrt()
         cudart = import_cudart()
         self._trt, self._cudart = trt, cudart
+        self._handle = stream_handle_getter()
         self.bundle = bundle
         self.precision = precision
         self.image_size = bundle.image_size
-        cuda_check(cudart.cudaSetDevice(device), "cudaSetDevice")
+        self.device = device
+        self.buffers: dict[str, _Buffer] = {}
+        self._events: list[Any] = []
+        self.stream: Any = None
+        self.context: Any = None
+        try:
+            self._open(trt, cudart, build)
+            if warmup:
+                self.warmup(warmup)
+        except BaseException:
+            self.close()  # a half-built backend must not keep pinned or device memory
+            raise
+
+    def _open(self, trt: Any, cudart: Any, build: bool) -> None:
+        """Load (or build) the engine, then allocate stream, events and I/O buffers."""
+        bundle, device = self.bundle, self.device
+        cuda_check(cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
         self.gpu = gpu_info(device)
         self.key = engine_key(
-            self.gpu.name, self.gpu.compute_capability, trt.__version__, precision
+            self.gpu.name, self.gpu.compute_capability, trt.__version__, self.precision
         )
         self.engine_path = bundle.engine_path(self.key)
         if not self.engine_path.is_file():
@@ -78,7 +117,7 @@ class TensorRTBackend(Backend):
                     f"no TensorRT engine {self.key} in {bundle.path} for this GPU/TensorRT; run "
                     f"`trd-edge build-engine --bundle {bundle.path}` on this machine first"
                 )
-            build_engine(bundle, precision=precision, device=device)
+            build_engine(bundle, precision=self.precision, device=device)
         entry = bundle.manifest.engines.get(self.key)
         if entry is not None and entry.sha256 != sha256_file(self.engine_path):
             raise BackendError(
@@ -94,9 +133,15 @@ class TensorRTBackend(Backend):
                 "version or GPU?); rebuild it with `trd-edge build-engine --force`"
             )
         self.context = self.engine.create_execution_context()
+        if self.context is None:  # TensorRT returns nullptr when it cannot allocate one
+            raise BackendError(
+                f"TensorRT could not create an execution context for {self.engine_path.name} "
+                "(not enough free GPU memory?); fix: stop other processes using the GPU "
+                "(`nvidia-smi`, `tegrastats`) and restart"
+            )
         self.stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
-        self._events = [cuda_check(cudart.cudaEventCreate(), "cudaEventCreate") for _ in range(4)]
-        self.buffers: dict[str, _Buffer] = {}
+        for _ in range(4):
+            self._events.append(cuda_check(cudart.cudaEventCreate(), "cudaEventCreate"))
         s = self.image_size
         expected = {n: (1, 3, s, s) for n in INPUT_NAMES} | {n: (1, 1, s, s) for n in OUTPUT_NAMES}
         for i in range(self.engine.num_io_tensors):
@@ -107,18 +152,19 @@ class TensorRTBackend(Backend):
             if -1 in shape:  # dynamic dims: fix them to the bundle's frame shape
                 shape = expected[name]
                 if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                    self.context.set_input_shape(name, shape)
+                    if not self.context.set_input_shape(name, shape):
+                        raise BackendError(f"engine does not accept {name} of shape {shape}")
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             if dtype != np.float32:
                 raise BackendError(f"engine tensor {name!r} is {dtype}, expected float32 I/O")
             buf = _Buffer(cudart, name, shape, dtype)
             self.buffers[name] = buf
-            self.context.set_tensor_address(name, int(buf.device_ptr))
+            if not self.context.set_tensor_address(name, int(buf.device_ptr)):
+                raise BackendError(f"TensorRT refused the device address of {name!r}")
         missing = set(expected) - set(self.buffers)
         if missing:
             raise BackendError(f"engine lacks I/O tensors {sorted(missing)}; re-export/rebuild")
-        if warmup:
-            self.warmup(warmup)
+        self._stream_handle = self._handle(self.stream)
 
     def _copy(self, dst: int, src: int, nbytes: int, kind) -> None:
         cuda_check(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self.stream), "copy")
@@ -128,6 +174,8 @@ class TensorRTBackend(Backend):
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         ev = self._events
+        if self.device:  # the current device is per thread; frames may come from another one
+            cuda_check(cudart.cudaSetDevice(self.device), f"cudaSetDevice({self.device})")
         np.copyto(self.buffers["rgb"].host, rgb)
         np.copyto(self.buffers["x3d"].host, x3d)
         cuda_check(cudart.cudaEventRecord(ev[0], self.stream), "event")
@@ -135,7 +183,7 @@ class TensorRTBackend(Backend):
             b = self.buffers[name]
             self._copy(b.device_ptr, b.host_ptr, b.nbytes, h2d)
         cuda_check(cudart.cudaEventRecord(ev[1], self.stream), "event")
-        if not self.context.execute_async_v3(int(self.stream)):
+        if not self.context.execute_async_v3(self._stream_handle):
             raise BackendError("TensorRT execute_async_v3 failed (see TensorRT log)")
         cuda_check(cudart.cudaEventRecord(ev[2], self.stream), "event")
         for name in OUTPUT_NAMES:
@@ -167,23 +215,31 @@ class TensorRTBackend(Backend):
         }
 
     def close(self) -> None:
+        """Free buffers, events and the stream (safe to call twice, or after a failed init)."""
         cudart = self._cudart
         for buf in self.buffers.values():
             buf.free(cudart)
         self.buffers = {}
-        for ev in getattr(self, "_events", []):
+        for ev in self._events:
             cudart.cudaEventDestroy(ev)
         self._events = []
-        if getattr(self, "stream", None) is not None:
+        if self.stream is not None:
             cudart.cudaStreamDestroy(self.stream)
             self.stream = None
+        self.context = None
+
+
+def tensorrt_problem(device: int = 0) -> BackendError | None:
+    """Why TensorRT cannot run on ``device`` here (the error names reason and fix), or None."""
+    try:
+        import_tensorrt()
+        import_cudart()
+        gpu_info(device)
+    except BackendError as exc:
+        return exc
+    return None
 
 
 def tensorrt_available() -> bool:
     """True when both TensorRT and a CUDA device are usable here."""
-    try:
-        import_tensorrt()
-        gpu_info(0)
-    except BackendError:
-        return False
-    return True
+    return tensorrt_problem() is None

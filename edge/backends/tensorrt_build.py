@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,23 +30,64 @@ from edge.bundle import MODEL_FP16, MODEL_FP32, Bundle, EngineEntry, load_bundle
 
 log = logging.getLogger(__name__)
 
+# What `pip install 'trd-edge[trt]'` installs: cuda-python 13.x needs an NVIDIA driver >= 580,
+# JetPack 6 has a 540-series one (CUDA 12.6); 12.x runs on every driver >= 525.
+CUDA_PYTHON_PIN = "cuda-python>=12.6,<13"
+CUDA13_MIN_DRIVER = 580
+
 TRT_MISSING = (
-    "TensorRT is not installed. On a Jetson it comes with JetPack (python3-libnvinfer); on x86 "
-    "use NVIDIA's TensorRT installer/wheels for your CUDA. Use --backend onnxruntime meanwhile."
+    "TensorRT is not installed; fix: on a Jetson it comes with JetPack (sudo apt-get install "
+    "python3-libnvinfer), on x86 use NVIDIA's TensorRT packages or the nvcr.io/nvidia/tensorrt "
+    "image; meanwhile use --backend onnxruntime"
 )
-CUDA_MISSING = "cuda-python is not installed: pip install 'trd-edge[trt]' (cuda-python>=12)"
+TRT_UNLOADABLE = (
+    "TensorRT is installed but cannot be loaded ({exc}); fix: in a Jetson container the "
+    "NVIDIA runtime mounts TensorRT's libraries when the container starts: run it with "
+    "--runtime nvidia (or default-runtime nvidia in /etc/docker/daemon.json)"
+)
+CUDA_MISSING = (
+    f"cuda-python is not installed; fix: pip install 'trd-edge[trt]' ({CUDA_PYTHON_PIN}), or "
+    "'trd-edge[trt-cuda13]' with an NVIDIA driver >= 580"
+)
 
 
 class EngineRefused(BackendError):
     """A built engine does not run in the precision that was asked for (or flips verdicts)."""
 
 
+def _major(version: str) -> int:
+    match = re.match(r"\d+", version)
+    return int(match.group()) if match else 0
+
+
+def require_tensorrt10(trt: Any) -> None:
+    """Refuse TensorRT < 10: engines are built strongly typed, which 8.x cannot do.
+
+    On 8.x ``STRONGLY_TYPED`` does not exist and network flags 0 mean implicit batch, which
+    the ONNX parser rejects with a misleading error; say what to do instead.
+    """
+    version = str(getattr(trt, "__version__", "?"))
+    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if _major(version) < 10 or not hasattr(flags, "STRONGLY_TYPED"):
+        raise BackendError(
+            f"TensorRT {version} is too old: trd-edge builds strongly typed networks, which need "
+            "TensorRT >= 10 (JetPack 6.0 ships TensorRT 8.6, JetPack 6.1/6.2 ship 10.3); fix: "
+            "update the Jetson to JetPack 6.1 or later (x86: TensorRT >= 10), or use "
+            "--backend onnxruntime"
+        )
+
+
 def import_tensorrt():
-    """``import tensorrt`` or raise ``BackendError`` saying how to get it."""
+    """``import tensorrt`` (>= 10) or raise ``BackendError`` saying why and how to fix it."""
     try:
         import tensorrt as trt  # type: ignore[import-not-found]
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name not in (None, "tensorrt"):  # a dependency of the bindings is missing
+            raise BackendError(TRT_UNLOADABLE.format(exc=exc)) from exc
         raise BackendError(TRT_MISSING) from exc
+    except (ImportError, OSError) as exc:  # e.g. libnvdla_compiler.so not mounted
+        raise BackendError(TRT_UNLOADABLE.format(exc=exc)) from exc
+    require_tensorrt10(trt)
     return trt
 
 
@@ -61,13 +103,90 @@ def import_cudart():
     return cudart
 
 
+def cuda_python_version() -> str:
+    """Version of the installed CUDA Python bindings ("?" when unknown)."""
+    bindings = sys.modules.get("cuda.bindings")
+    version = getattr(bindings, "__version__", None)
+    if version:
+        return str(version)
+    from importlib import metadata
+
+    for dist in ("cuda-bindings", "cuda-python"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "?"
+
+
+def driver_cuda_version() -> int | None:
+    """The CUDA version the loaded driver supports, e.g. 12060; 0 = no driver; None = unknown."""
+    try:
+        err, version = import_cudart().cudaDriverGetVersion()
+    except Exception:  # noqa: BLE001 - only used to explain another error
+        return None
+    return int(version) if int(err) == 0 and version is not None else None
+
+
+def _cuda_version_text(version: int) -> str:
+    return f"CUDA {version // 1000}.{version % 1000 // 10}"
+
+
+def cuda_error_advice(code: int) -> tuple[str, str]:
+    """(reason, fix) for a CUDA error code, with what this machine's driver says."""
+    if code == 35:  # cudaErrorInsufficientDriver
+        driver, bindings = driver_cuda_version(), cuda_python_version()
+        if driver == 0:
+            return (
+                "no NVIDIA driver is loaded",
+                "install the NVIDIA driver (JetPack on a Jetson); in a container use "
+                "--runtime nvidia (Jetson) or --gpus all (desktop)",
+            )
+        needs = f"CUDA {_major(bindings)}" if _major(bindings) else "a newer CUDA"
+        if _major(bindings) >= 13:
+            needs = f"an NVIDIA driver >= {CUDA13_MIN_DRIVER}"
+        has = _cuda_version_text(driver) if driver else "an older CUDA"
+        return (
+            f"cuda-python {bindings} needs {needs}, this driver supports {has}",
+            f"pip install '{CUDA_PYTHON_PIN}' (JetPack 6 and drivers < {CUDA13_MIN_DRIVER}; "
+            f"`pip install 'trd-edge[trt]'` does so) or upgrade the NVIDIA driver",
+        )
+    if code == 100:  # cudaErrorNoDevice
+        return (
+            "no CUDA device is visible",
+            "in a container use --runtime nvidia (Jetson) or --gpus all (desktop); on the host "
+            "check `nvidia-smi` / the JetPack install and that the user is in group video",
+        )
+    if code == 101:  # cudaErrorInvalidDevice
+        return ("no CUDA device with that number", "use a device index below the GPU count")
+    if code == 2:  # cudaErrorMemoryAllocation
+        return (
+            "out of GPU memory",
+            "stop other processes using the GPU (`nvidia-smi`, `tegrastats`) and restart",
+        )
+    return (
+        "the CUDA driver refused the call",
+        "check the driver (`nvidia-smi` on a desktop, `cat /etc/nv_tegra_release` on a Jetson)",
+    )
+
+
+class CudaError(BackendError):
+    """A cuda-python call failed; the message names the error, the reason and the fix."""
+
+    def __init__(self, what: str, err: Any) -> None:
+        self.code = int(err)
+        name = getattr(err, "name", None) or f"cudaError {self.code}"
+        self.reason, self.fix = cuda_error_advice(self.code)
+        super().__init__(
+            f"CUDA error during {what}: {name} ({self.code}): {self.reason}; fix: {self.fix}"
+        )
+
+
 def cuda_check(result: Any, what: str) -> Any:
-    """Unpack a cuda-python ``(err, *values)`` tuple, raising ``BackendError`` on failure."""
+    """Unpack a cuda-python ``(err, *values)`` tuple, raising ``CudaError`` on failure."""
     err, *values = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise BackendError(
-            f"CUDA error during {what}: {err!r} (is an NVIDIA driver and GPU present?)"
-        )
+        raise CudaError(what, err)
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
@@ -240,10 +359,11 @@ def _trt_logger(trt, verbose: bool = False):
 
 
 def _strongly_typed_network(trt, builder):
-    # TensorRT 10 needs the flag; TensorRT 11 networks are always strongly typed (the flag may be
-    # gone or deprecated there), so pass it only when it exists.
-    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    return builder.create_network(0 if flag is None else 1 << int(flag))
+    # TensorRT 10 needs the flag (value 1); TensorRT 11 keeps it (value 0, deprecated: every
+    # network is strongly typed). It is absent only on 8.x, where flags 0 would mean implicit
+    # batch: refuse that instead of building something else than asked.
+    require_tensorrt10(trt)
+    return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
 
 
 def inspect_engine(trt, engine) -> str:
@@ -268,6 +388,28 @@ def build_engine(
     is not in the asked precision.
     """
     trt = import_tensorrt()
+    cudart = import_cudart()
+    # TensorRT builds (and tunes tactics) for the calling thread's current device, so make it
+    # `device` for the build and give the caller its own back afterwards.
+    previous = cuda_check(cudart.cudaGetDevice(), "cudaGetDevice")
+    cuda_check(cudart.cudaSetDevice(device), f"cudaSetDevice({device})")
+    try:
+        return _build_engine(trt, bundle, precision, force, workspace_gb, device, verbose)
+    finally:
+        if previous != device:
+            cudart.cudaSetDevice(previous)
+
+
+def _build_engine(
+    trt: Any,
+    bundle: Bundle,
+    precision: str,
+    force: bool,
+    workspace_gb: float | None,
+    device: int,
+    verbose: bool,
+) -> BuildResult:
+    """``build_engine`` once ``device`` is the current CUDA device."""
     gpu = gpu_info(device)
     key = engine_key(gpu.name, gpu.compute_capability, trt.__version__, precision)
     plan = bundle.engine_path(key)
