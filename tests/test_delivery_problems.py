@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from edge import health
 from edge.config import StationConfig, load_config
-from edge.health import DegradeLimits, HealthReporter
 from edge.monitor import StationMonitor
 from edge.mqtt import MqttPublisher
 from edge.outbox import Outbox
@@ -294,7 +294,7 @@ def test_health_degrades_with_broker_away_and_verdicts_dropped(tmp_path):
     try:
         with Outbox(cfg.outbox_path(), max_messages=4) as box:
             pub = MqttPublisher(cfg, box, model=MODEL).start()
-            rep = HealthReporter(None, 0, limits=DegradeLimits(broker_away_s=0.3))
+            rep = health.HealthReporter(None, 0, limits=health.DegradeLimits(broker_away_s=0.3))
             mon = StationMonitor(loop, rep, pub, metrics_period_s=0.2, interval_s=0.1)
             mon.tick()  # baseline: nothing dropped yet
             publish_n(pub, 6)  # 2 dropped: the outbox holds 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,26 @@ def choose_providers(device: str, available: list[str]) -> list[str]:
     return [p for p in _PROVIDERS[device] if p in available]
 
 
+def _create_session(ort: Any, path: Path, opts: Any, providers: list[str]) -> Any:
+    """An InferenceSession, or a BackendError naming the file and the fix.
+
+    A model file can be damaged while its hash still matches the manifest (an export cut short
+    by a full disk hashes the short file), so a load failure here is the first sign of it.
+    """
+    try:
+        return ort.InferenceSession(os.fspath(path), sess_options=opts, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - InvalidProtobuf, InvalidGraph, Fail, NoSuchFile...
+        kind = type(exc).__name__
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else kind
+        size = path.stat().st_size if path.exists() else 0
+        raise BackendError(
+            f"onnxruntime cannot load {path} ({kind}, {size} bytes): {first}. The file is "
+            "damaged or incomplete (an export cut short, e.g. by a full disk, still gets a "
+            "matching hash): re-export the bundle with `trd-edge export` on a disk with free "
+            "space and copy the whole bundle folder to the station again"
+        ) from exc
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs ``model.onnx`` (fp32) or ``model.fp16.onnx`` (fp16) from a bundle."""
 
@@ -76,9 +97,7 @@ class OnnxRuntimeBackend(Backend):
         if intra_op_threads:
             opts.intra_op_num_threads = int(intra_op_threads)
         opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            os.fspath(self.model_path), sess_options=opts, providers=self.providers
-        )
+        self.session = _create_session(ort, self.model_path, opts, self.providers)
         names_in = [i.name for i in self.session.get_inputs()]
         names_out = [o.name for o in self.session.get_outputs()]
         if names_in != list(INPUT_NAMES) or names_out != list(OUTPUT_NAMES):

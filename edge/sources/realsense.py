@@ -21,6 +21,7 @@ reset) is reconnected with exponential back-off; each success is counted in
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -179,6 +180,35 @@ class RealSenseSource(FrameSource):
             raise SourceError(f"recording {self.path} does not exist (or is not a file)")
         if self.options.record_to is not None:
             raise SourceError("record_to only applies to a live camera, not to a recording")
+        # Look at the file before librealsense does: it says only "SQL logic error" for an
+        # empty or foreign .db3. A rosbag2 .db3 is SQLite with `topics` and `messages` tables.
+        with self.path.open("rb") as fh:
+            head = fh.read(16)
+        again = "record it again (a recording cut short or never written is unusable)"
+        if not head:
+            raise SourceError(f"recording {self.path} is empty (0 bytes): {again}")
+        if self.path.suffix.lower() == ".db3":
+            if head != b"SQLite format 3\x00":
+                raise SourceError(
+                    f"{self.path} is not a RealSense .db3 recording (not an SQLite file): {again}"
+                )
+            import sqlite3
+
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                ) as db:
+                    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            except sqlite3.DatabaseError as exc:
+                raise SourceError(f"{self.path} is a damaged SQLite file ({exc}): {again}") from None
+            if not {"topics", "messages"} <= tables:
+                raise SourceError(
+                    f"{self.path} is an SQLite file but not a rosbag2 recording (no topics/"
+                    f"messages tables; has {', '.join(sorted(tables)) or 'no tables'}): "
+                    "record with the RealSense tools or camera.record_to"
+                )
+        elif not head.startswith(b"#ROSBAG V2.0"):
+            raise SourceError(f"{self.path} is not a ROS1 .bag recording (bad header): {again}")
 
     def _config(self) -> Any:
         rs = self._rs
