@@ -27,7 +27,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-SCHEMA_VERSION = "1.0"
+# 1.1: graphs take uint8 RGB (1,S,S,3) and the 3D image (1,3,S,S) in [0,1] and normalise
+# inside; preprocessing records `pipeline` (a 1.0 bundle is float32 normalised I/O, reference).
+SCHEMA_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
 MODEL_FP32 = "model"  # key in Manifest.files
 MODEL_FP16 = "model_fp16"
@@ -159,13 +161,41 @@ class Manifest(_Strict):
     engines: dict[str, EngineEntry] = Field(default_factory=dict)
 
 
-def default_io(image_size: int) -> IOSpec:
-    """The tensor contract of every TRD graph: two (1,3,S,S) inputs, two (1,1,S,S) maps."""
+def default_io(image_size: int, host_normalised: bool = False) -> IOSpec:
+    """The tensor contract of a TRD graph: two inputs, two (1,1,S,S) float32 maps.
+
+    Since schema 1.1 the graph normalises its inputs itself: ``rgb`` is the resized uint8 image
+    (1,S,S,3, HWC as the camera delivers it: a quarter of the bytes, no float conversion or
+    transpose on the host) and ``x3d`` the 3D image in [0,1] (1,3,S,S) float32, exactly as
+    preprocessing computes it (float16 would round the FP32 model's input; the 3D image is
+    already at the model's size, so its bytes are few).
+    ``host_normalised`` gives the 1.0 contract: both (1,3,S,S) float32, normalised by the host.
+    """
     s = int(image_size)
+    if host_normalised:
+        inputs = [TensorSpec(name=n, shape=[1, 3, s, s]) for n in INPUT_NAMES]
+    else:
+        inputs = [
+            TensorSpec(name="rgb", shape=[1, s, s, 3], dtype="uint8"),
+            TensorSpec(name="x3d", shape=[1, 3, s, s], dtype="float32"),
+        ]
     return IOSpec(
-        inputs=[TensorSpec(name=n, shape=[1, 3, s, s]) for n in INPUT_NAMES],
-        outputs=[TensorSpec(name=n, shape=[1, 1, s, s]) for n in OUTPUT_NAMES],
+        inputs=inputs, outputs=[TensorSpec(name=n, shape=[1, 1, s, s]) for n in OUTPUT_NAMES]
     )
+
+
+def io_is_raw(io: IOSpec) -> bool:
+    """Whether a graph normalises inside (schema 1.1: its ``rgb`` input is uint8)."""
+    return any(t.name == "rgb" and t.dtype == "uint8" for t in io.inputs)
+
+
+def model_inputs(io: IOSpec | None, sample: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The two input arrays a graph with contract ``io`` takes, from an
+    ``edge.preprocess.PreparedSample``: uint8 RGB and the [0,1] 3D image for a graph that
+    normalises inside (1.1), normalised float32 for a 1.0 graph or ``io`` None (torch)."""
+    if io is not None and io_is_raw(io):
+        return sample.rgb_u8[None], sample.x3d_vis[None]
+    return sample.rgb[None], sample.x3d[None]
 
 
 def file_entry(bundle_dir: Path, rel_path: str) -> FileEntry:
@@ -229,7 +259,14 @@ class Bundle:
         """The bundle's ``edge.preprocess.PreprocessConfig`` (what the model was trained on)."""
         from edge.preprocess import PreprocessConfig
 
-        return PreprocessConfig(**self.manifest.preprocess)
+        try:
+            return PreprocessConfig(**self.manifest.preprocess)
+        except ValidationError as exc:
+            raise BundleError(
+                f"bundle {self.path}: its preprocessing {self.manifest.preprocess} is not one "
+                f"this trd-edge can repeat ({exc.errors()[0]['msg']}); update trd-edge or "
+                "re-export the bundle"
+            ) from exc
 
     def score_stats(self):
         """The bundle's ``edge.scoring.ScoreStats``, or None before any calibration."""
@@ -241,7 +278,7 @@ class Bundle:
         return ScoreStats(**spec.model_dump())
 
     def check_frame(self, rgb: np.ndarray, x3d: np.ndarray) -> None:
-        """Raise ``BundleError`` unless both inputs are float32 arrays of the bundle's shape."""
+        """Raise ``BundleError`` unless both inputs have the bundle's input shapes and dtypes."""
         for name, arr, spec in zip(INPUT_NAMES, (rgb, x3d), self.manifest.io.inputs, strict=True):
             expected = tuple(spec.shape)
             shape = tuple(np.shape(arr))
@@ -251,9 +288,10 @@ class Bundle:
                     f"{self.model_id}) expects {expected} (image_size "
                     f"{self.image_size}); preprocess frames with the bundle's PreprocessConfig"
                 )
-            if np.asarray(arr).dtype != np.float32:
+            if np.asarray(arr).dtype != np.dtype(spec.dtype):
                 raise BundleError(
-                    f"input {name!r} has dtype {np.asarray(arr).dtype}, expected float32"
+                    f"input {name!r} has dtype {np.asarray(arr).dtype}, expected {spec.dtype} "
+                    "(edge.bundle.model_inputs picks the arrays a bundle takes)"
                 )
 
     def record_calibration(

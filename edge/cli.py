@@ -58,6 +58,18 @@ TORCH_HINT = (
 )
 
 
+def _roi(text: str) -> tuple[float, float, float, float]:
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != 4:
+        raise argparse.ArgumentTypeError(
+            f"--roi takes four fractions X0,Y0,X1,Y1 (e.g. 0.2,0.1,0.8,0.9), got {text!r}"
+        )
+    return vals  # type: ignore[return-value]
+
+
 def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", required=True, help="dataset root (MVTec 3D-AD layout or "
                    "preprocessed Eyecandies)")
@@ -85,6 +97,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", choices=["none", "rot90"], default="none",
                    help="rot90: turn each training part by a random multiple of 90° (RGB and "
                    "cloud together); for parts that lie at any angle")
+    p.add_argument("--preprocess", choices=["working", "reference"], default="working",
+                   help="working (default): the 3D image is computed at the model's resolution "
+                   "over the ROI, so the station's cost follows the model; reference: "
+                   "full-resolution normals as the authors compute them for MVTec 3D-AD")
+    p.add_argument("--roi", type=_roi, default=None, metavar="X0,Y0,X1,Y1",
+                   help="region of interest as fractions of the frame, e.g. 0.2,0.1,0.8,0.9 "
+                   "(recorded in the bundle: the station looks at the same rectangle)")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:

@@ -33,6 +33,10 @@ class Intrinsics:
     width: int
     height: int
     depth_scale: float | None = None
+    # Lens distortion as librealsense reports it (rs.distortion name in lower case, 5 coeffs);
+    # D400 depth streams and most colour streams report zeros.
+    model: str = "none"
+    coeffs: tuple[float, float, float, float, float] = (0.0, 0.0, 0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         if not (self.fx > 0 and self.fy > 0):
@@ -56,6 +60,8 @@ class Intrinsics:
             width=width,
             height=height,
             depth_scale=self.depth_scale,
+            model=self.model,
+            coeffs=self.coeffs,
         )
 
 

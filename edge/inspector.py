@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.backends.base import Backend
-from edge.bundle import Bundle, BundleError
+from edge.bundle import Bundle, BundleError, model_inputs
 from edge.frames import Frame
 from edge.pose import Pose
-from edge.preprocess import PreparedSample, PreprocessConfig, preprocess
+from edge.preprocess import PreparedSample, PreprocessConfig, preprocess, roi_pixels
 from edge.scoring import Region, ScoredMaps, ScoreStats, defect_regions, score_maps
 
 STAGES = ("capture", "preprocess", "h2d", "inference", "d2h", "postprocess", "publish")
@@ -33,6 +33,10 @@ class Inspection:
     threshold: float
     regions: list[Region]  # in model-input pixels (S×S)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The rectangle the S×S maps cover (x0, y0, x1, y1): in the frame's pixels (for overlays on
+    # frame.rgb) and in the camera's full-resolution pixels (for verdict regions).
+    view_frame: tuple[float, float, float, float] | None = None
+    view_camera: tuple[float, float, float, float] | None = None
 
     @property
     def is_defect(self) -> bool:
@@ -70,17 +74,57 @@ class Inspector:
         self.threshold = float(thr)
         self.min_region_px = min_region_px
 
+    @property
+    def working_grid(self) -> dict | None:
+        """What a camera source may register frames at for this bundle (`edge.registration`):
+        ``{"size": G, "roi": fractions | None}``, or None for the reference pipeline."""
+        if self.pre.pipeline != "working":
+            return None
+        return {"size": self.pre.working_size, "roi": self.pre.roi}
+
+    def attach(self, source) -> bool:
+        """Ask ``source`` to deliver frames already at this bundle's working grid (a RealSense
+        camera or recording registers depth there instead of at full colour resolution).
+        Returns whether it will; other sources deliver full frames, which preprocessing
+        brings to the grid itself."""
+        grid = self.working_grid
+        setter = getattr(source, "set_working_grid", None)
+        return bool(grid is not None and setter is not None and setter(grid["size"], grid["roi"]))
+
+    def _framed(self, frame: Frame) -> bool:
+        grid = frame.meta.get("working_grid")
+        if grid is None:
+            return False
+        if grid != self.working_grid:
+            raise BundleError(
+                f"frame {frame.frame_number} was registered for working grid {grid}, but bundle "
+                f"{self.bundle.path.name} needs {self.working_grid}; one source feeds one bundle"
+            )
+        return True
+
     def prepare(self, frame: Frame) -> tuple[PreparedSample, float]:
         """Preprocess a frame; returns the sample and the milliseconds it took."""
         t0 = time.perf_counter()
-        sample = preprocess(frame.rgb, frame.xyz, self.pre)
+        sample = preprocess(frame.rgb, frame.xyz, self.pre, framed=self._framed(frame))
         return sample, (time.perf_counter() - t0) * 1000.0
 
     def infer(self, sample: PreparedSample) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
         """Raw per-modality maps and the backend's h2d / inference / d2h split."""
-        m_rgb, m_3d = self.backend.infer(sample.rgb[None], sample.x3d[None])
+        m_rgb, m_3d = self.backend.infer(*model_inputs(self.bundle.manifest.io, sample))
         t = self.backend.last_timing
         return m_rgb, m_3d, {"h2d": t.h2d_ms, "inference": t.compute_ms, "d2h": t.d2h_ms}
+
+    def views(self, frame: Frame) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The rectangle the model's maps cover, in frame pixels and in camera pixels."""
+        h, w = frame.size
+        if frame.meta.get("working_grid") is not None:  # the frame is the ROI's working grid
+            ch, cw = frame.meta.get("camera_size", (h, w))
+            fx0, fy0, fx1, fy1 = self.pre.roi or (0.0, 0.0, 1.0, 1.0)
+            return (0.0, 0.0, float(w), float(h)), (fx0 * cw, fy0 * ch, fx1 * cw, fy1 * ch)
+        if self.pre.pipeline == "working":
+            view = tuple(float(v) for v in roi_pixels(self.pre, h, w))
+            return view, view
+        return (0.0, 0.0, float(w), float(h)), (0.0, 0.0, float(w), float(h))
 
     def postprocess(
         self,
@@ -108,12 +152,13 @@ class Inspector:
             if score > self.threshold
             else []
         )
+        view_frame, view_camera = self.views(frame)
         timings = dict(timings)
         timings["postprocess"] = (time.perf_counter() - t0) * 1000.0
         return Inspection(
             frame=frame, maps=maps, image_score=score, rgb_score=rgb_score,
             x3d_score=x3d_score, threshold=self.threshold, regions=regions,
-            timings_ms=timings,
+            timings_ms=timings, view_frame=view_frame, view_camera=view_camera,
         )
 
     def inspect(self, frame: Frame) -> Inspection:

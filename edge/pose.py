@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.geometry import fit_background_plane, foreground_mask
+from edge.geometry import Plane, fit_background_plane, foreground_mask
 
 MIN_ELONGATION = 1.3  # ratio of the mask's principal second moments below which we do not turn
 
@@ -84,6 +84,14 @@ def estimate_pose(
     the background plane (an empty station: nothing to align)."""
     plane = fit_background_plane(xyz)
     fg = foreground_mask(xyz, plane_distance, closing_iterations, plane=plane)
+    return pose_from_mask(xyz, fg, plane, min_elongation)
+
+
+def pose_from_mask(
+    xyz: np.ndarray, fg: np.ndarray, plane: Plane, min_elongation: float = MIN_ELONGATION
+) -> Pose | None:
+    """`estimate_pose` from a background plane and foreground mask already computed (the
+    working pipeline fits them once per frame and reuses them here)."""
     ys, xs = np.nonzero(fg)
     if len(xs) < 10:
         return None

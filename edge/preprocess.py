@@ -8,15 +8,22 @@ the authors' reference code as specified in design/trd-model.md §9.2–§9.5.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from edge.geometry import check_xyz, fill_holes, foreground_mask, normals_image
-from edge.pose import Pose, estimate_pose
+from edge.geometry import (
+    check_xyz,
+    fill_holes,
+    fit_background_plane,
+    foreground_mask,
+    normals_image,
+)
+from edge.pose import Pose, estimate_pose, pose_from_mask
+from edge.registration import area_resize
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -28,6 +35,7 @@ __all__ = [
     "preprocess_normals_png",
     "resize_mask",
     "resize_rgb",
+    "roi_pixels",
     "sobel_ksize_for",
 ]
 
@@ -72,6 +80,21 @@ class PreprocessConfig(BaseModel):
         description="'principal-axis': turn and centre the part by its mask's principal axis "
         "before the model (edge/pose.py), for parts that lie at any angle.",
     )
+    pipeline: Literal["reference", "working"] = Field(
+        "reference",
+        description="'reference': normals at the cloud's full resolution, then resized (the "
+        "authors' MVTec 3D-AD recipe; what every bundle before preprocessing version 2 did). "
+        "'working': everything at the model's working grid (image_size × working_scale over "
+        "the ROI), so the cost follows the model, not the camera (`trd-edge train` default).",
+    )
+    working_scale: int = Field(
+        1, ge=1, le=4, description="working grid side = image_size × this ('working' only)."
+    )
+    roi: tuple[float, float, float, float] | None = Field(
+        None,
+        description="Region of interest (x0, y0, x1, y1) as fractions of the frame; the model "
+        "sees only this rectangle. None = the whole frame.",
+    )
     sobel_ksize: int = Field(
         _DEFAULT_SOBEL_KSIZE,
         description="OpenCV Sobel aperture for normals (1, 3, 5 or 7); see sobel_ksize_for().",
@@ -90,6 +113,25 @@ class PreprocessConfig(BaseModel):
             raise ValueError(f"sobel_ksize must be 1, 3, 5 or 7 (OpenCV Sobel), got {v}")
         return v
 
+    @field_validator("roi")
+    @classmethod
+    def _check_roi(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is None:
+            return v
+        x0, y0, x1, y1 = v
+        if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0):
+            raise ValueError(
+                f"roi must be fractions 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {v}"
+            )
+        return v
+
+    @property
+    def working_size(self) -> int:
+        """Side of the working grid the 'working' pipeline computes the 3D image on."""
+        return self.image_size * self.working_scale
+
     @field_validator("std")
     @classmethod
     def _check_std(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -100,13 +142,58 @@ class PreprocessConfig(BaseModel):
 
 @dataclass
 class PreparedSample:
-    """One sample as the model sees it (all CHW, side S)."""
+    """One sample as the model sees it (side S).
 
-    rgb: np.ndarray  # float32 (3,S,S), normalised
-    x3d: np.ndarray  # float32 (3,S,S), normalised depth or normal image
-    foreground: np.ndarray  # bool (S,S), object pixels after background-plane removal
+    ``rgb_u8`` and ``x3d_vis`` are what the images are before normalisation; ``rgb`` / ``x3d``
+    (normalised float32 CHW, what training and bundles before schema 1.1 feed) are computed
+    from them on first use, so a station whose graph normalises inside (uint8 input) never
+    pays for them.
+    """
+
+    rgb_u8: np.ndarray  # uint8 (S,S,3) RGB, resized (and aligned) as the model sees it
     x3d_vis: np.ndarray  # float32 (3,S,S) in [0,1], the 3D image before normalisation
+    foreground: np.ndarray  # bool (S,S), object pixels after background-plane removal
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
     pose: Pose | None = None  # set when the part was aligned (cfg.align); maps are in its frame
+    # 'working' pipeline: the input-frame rectangle the model saw (x0, y0, x1, y1 pixels) and
+    # the working grid side; None on the reference path (the whole frame, resized).
+    roi_px: tuple[int, int, int, int] | None = None
+    working: int | None = None
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+    _x3d: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """float32 (3,S,S), normalised with the bundle's mean/std."""
+        if self._rgb is None:
+            self._rgb = _normalise_hwc(self.rgb_u8.astype(np.float32) / 255.0, self.mean, self.std)
+        return self._rgb
+
+    @property
+    def x3d(self) -> np.ndarray:
+        """float32 (3,S,S), the normalised depth or normal image."""
+        if self._x3d is None:
+            m = np.asarray(self.mean, np.float32)[:, None, None]
+            sd = np.asarray(self.std, np.float32)[:, None, None]
+            self._x3d = np.ascontiguousarray((self.x3d_vis - m) / sd, dtype=np.float32)
+        return self._x3d
+
+    def mask_to_model(self, mask: np.ndarray) -> np.ndarray:
+        """A mask of the input frame (ground truth, H×W, any non-zero = set) in the model's
+        S×S frame (ROI, working grid, pose), as float32 {0, 1}."""
+        s = self.rgb_u8.shape[0]
+        gt = np.asarray(mask)
+        if gt.ndim == 3:
+            gt = gt.max(axis=2)
+        binary = (gt > 0).astype(np.float32)
+        if self.roi_px is not None and self.working is not None:
+            x0, y0, x1, y1 = self.roi_px
+            binary = area_resize(binary[y0:y1, x0:x1], self.working, self.working)
+            binary = (binary > 0.5).astype(np.float32)
+        if self.pose is not None:
+            binary = self.pose.warp(binary, nearest=True)
+        return resize_mask(binary, s)
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -119,10 +206,12 @@ def _check_rgb(rgb: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def _normalise(img_hwc01: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    mean = np.asarray(cfg.mean, dtype=np.float32)
-    std = np.asarray(cfg.std, dtype=np.float32)
-    return np.ascontiguousarray(((img_hwc01 - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+def _normalise_hwc(
+    img_hwc01: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
+) -> np.ndarray:
+    m = np.asarray(mean, dtype=np.float32)
+    sd = np.asarray(std, dtype=np.float32)
+    return np.ascontiguousarray(((img_hwc01 - m) / sd).transpose(2, 0, 1), dtype=np.float32)
 
 
 def _resize_smooth(img: np.ndarray, size: int) -> np.ndarray:
@@ -134,10 +223,13 @@ def _resize_smooth(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
+def _resize_u8(rgb_u8_hwc: np.ndarray, size: int) -> np.ndarray:
+    return np.ascontiguousarray(_resize_smooth(_check_rgb(rgb_u8_hwc), size))
+
+
 def resize_rgb(rgb_u8_hwc: np.ndarray, size: int) -> np.ndarray:
     """RGB uint8 H×W×3 → float32 S×S×3 in [0,1] (antialiased, like torchvision Resize on PIL)."""
-    rgb = _check_rgb(rgb_u8_hwc)
-    return _resize_smooth(rgb, size).astype(np.float32) / 255.0
+    return _resize_u8(rgb_u8_hwc, size).astype(np.float32) / 255.0
 
 
 def _minmax_foreground(z: np.ndarray) -> np.ndarray:
@@ -181,13 +273,18 @@ def _normal_image(xyz: np.ndarray, cfg: PreprocessConfig) -> tuple[np.ndarray, n
 
 
 def preprocess(
-    rgb_u8_hwc: np.ndarray, xyz_f32_hwc: np.ndarray, cfg: PreprocessConfig
+    rgb_u8_hwc: np.ndarray,
+    xyz_f32_hwc: np.ndarray,
+    cfg: PreprocessConfig,
+    framed: bool = False,
 ) -> PreparedSample:
     """Turn an RGB image and its organised point cloud into the model inputs.
 
     ``rgb_u8_hwc``: uint8 H×W×3 RGB. ``xyz_f32_hwc``: float H×W×3 in metres, ``(0,0,0)`` = no
-    return, same H×W as the RGB image. Raises ``ValueError`` on wrong shapes/dtypes, a size
-    mismatch, or a cloud without any valid point.
+    return, same H×W as the RGB image. ``framed``: the inputs already are ``cfg``'s working grid
+    over its ROI (a camera source registered depth there, `edge.registration`), so the ROI is
+    not cut again. Raises ``ValueError`` on wrong shapes/dtypes, a size mismatch, or a cloud
+    without any valid point.
     """
     rgb = _check_rgb(rgb_u8_hwc)
     xyz = check_xyz(xyz_f32_hwc)
@@ -195,6 +292,13 @@ def preprocess(
         raise ValueError(
             f"rgb {rgb.shape[:2]} and xyz {xyz.shape[:2]} sizes differ; the cloud must be "
             "organised at the RGB resolution (align depth to colour first)"
+        )
+    if cfg.pipeline == "working":
+        return _preprocess_working(rgb, xyz, cfg, framed)
+    if framed:
+        raise ValueError(
+            "this bundle preprocesses with the reference pipeline (full-resolution normals); "
+            "a frame registered at a working grid cannot be used with it"
         )
     pose = None
     if cfg.align == "principal-axis":
@@ -207,11 +311,77 @@ def preprocess(
         vis, fg = _normal_image(xyz, cfg)
     vis = np.clip(vis, 0.0, 1.0).astype(np.float32)
     return PreparedSample(
-        rgb=_normalise(resize_rgb(rgb, cfg.image_size), cfg),
-        x3d=_normalise(vis, cfg),
-        foreground=np.ascontiguousarray(fg, dtype=bool),
+        rgb_u8=_resize_u8(rgb, cfg.image_size),
         x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1)),
-        pose=pose,
+        foreground=np.ascontiguousarray(fg, dtype=bool),
+        mean=cfg.mean, std=cfg.std, pose=pose,
+    )
+
+
+def roi_pixels(cfg: PreprocessConfig, height: int, width: int) -> tuple[int, int, int, int]:
+    """The ROI of a ``height × width`` frame in whole pixels (x0, y0, x1, y1)."""
+    fx0, fy0, fx1, fy1 = cfg.roi or (0.0, 0.0, 1.0, 1.0)
+    x0, y0 = int(round(fx0 * width)), int(round(fy0 * height))
+    x1, y1 = int(round(fx1 * width)), int(round(fy1 * height))
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        raise ValueError(f"roi {cfg.roi} leaves {x1 - x0}×{y1 - y0} px of a {width}×{height} frame")
+    return x0, y0, x1, y1
+
+
+def _preprocess_working(
+    rgb: np.ndarray, xyz: np.ndarray, cfg: PreprocessConfig, framed: bool
+) -> PreparedSample:
+    """The 'working' pipeline: ROI → working grid → one plane fit and one mask, reused by the
+    pose, the 3D image and the foreground; per-pixel work is on the grid only."""
+    g, s = cfg.working_size, cfg.image_size
+    h, w = rgb.shape[:2]
+    if framed:
+        if (h, w) != (g, g):
+            raise ValueError(
+                f"a framed input must be the {g}×{g} working grid, got {w}×{h}"
+            )
+        roi = (0, 0, w, h)
+    else:
+        roi = roi_pixels(cfg, h, w)
+        x0, y0, x1, y1 = roi
+        rgb = area_resize(rgb[y0:y1, x0:x1], g, g)
+        xyz_roi = xyz[y0:y1, x0:x1]
+        if xyz_roi.shape[:2] != (g, g):  # nearest: no invented depth between surfaces (§9.3)
+            xyz_roi = cv2.resize(xyz_roi, (g, g), interpolation=cv2.INTER_NEAREST)
+        xyz = xyz_roi
+    if not np.any(xyz[..., 2] != 0):
+        raise ValueError(
+            f"no valid 3D points left in the {g}×{g} working grid; the cloud is almost empty"
+        )
+    plane = fit_background_plane(xyz)
+    fg = foreground_mask(xyz, cfg.plane_distance, cfg.closing_iterations, plane=plane)
+    pose = None
+    if cfg.align == "principal-axis":
+        pose = pose_from_mask(xyz, fg, plane)
+        if pose is not None:
+            rgb, xyz = pose.warp(rgb), pose.warp(xyz, nearest=True)
+            fg = pose.warp(fg.astype(np.uint8), nearest=True) > 0
+    z = xyz[..., 2] * fg
+    if cfg.modality == "depth":
+        depth = _minmax_foreground(z)
+        depth = np.where(z != 0, 0.8 * depth + 0.1, 0.0).astype(np.float32)
+        depth = fill_holes(depth, cfg.fill_iterations)
+        vis = np.repeat(depth[..., None], 3, axis=2)
+    else:
+        zn = fill_holes(_minmax_foreground(z), cfg.fill_iterations)
+        vis = normals_image(zn, cfg.sobel_ksize)
+        vis *= fg[..., None]
+    if g != s:
+        vis = cv2.resize(vis, (s, s), interpolation=cv2.INTER_LINEAR)
+        fg = resize_mask(fg.astype(np.uint8), s) > 0
+        rgb = area_resize(rgb, s, s)
+    np.clip(vis, 0.0, 1.0, out=vis)
+    return PreparedSample(
+        rgb_u8=np.ascontiguousarray(rgb),
+        x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1), dtype=np.float32),
+        foreground=np.ascontiguousarray(fg, dtype=bool),
+        mean=cfg.mean, std=cfg.std, pose=pose,
+        roi_px=None if framed else roi, working=g,
     )
 
 
@@ -240,10 +410,10 @@ def preprocess_normals_png(
         )
     vis = resize_rgb(normals_u8_hwc, cfg.image_size)
     return PreparedSample(
-        rgb=_normalise(resize_rgb(rgb, cfg.image_size), cfg),
-        x3d=_normalise(vis, cfg),
-        foreground=np.ascontiguousarray(vis.max(axis=2) > 0),
+        rgb_u8=_resize_u8(rgb, cfg.image_size),
         x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1)),
+        foreground=np.ascontiguousarray(vis.max(axis=2) > 0),
+        mean=cfg.mean, std=cfg.std,
     )
 
 

@@ -24,10 +24,13 @@ def make_verdict(ins: Inspection, station: str, sequence: int, model: ModelRef) 
     """
     h, w = ins.frame.size
     s = ins.fused.shape[0]
-    sx, sy = w / s, h / s
+    # the maps cover view_camera (the ROI) of the full-resolution camera image
+    x0, y0, x1, y1 = ins.view_camera or (0.0, 0.0, float(w), float(h))
+    sx, sy = (x1 - x0) / s, (y1 - y0) / s
     regions = [
         DefectRegion(
-            x=int(r.x * sx), y=int(r.y * sy), w=max(1, round(r.w * sx)), h=max(1, round(r.h * sy)),
+            x=int(x0 + r.x * sx), y=int(y0 + r.y * sy),
+            w=max(1, round(r.w * sx)), h=max(1, round(r.h * sy)),
             area_px=round(r.area_px * sx * sy), area_fraction=min(1.0, r.area_px / (s * s)),
             peak_score=float(r.peak),
         )
@@ -56,11 +59,13 @@ def make_verdict(ins: Inspection, station: str, sequence: int, model: ModelRef) 
 def heatmap_image(ins: Inspection, fmt: str = "jpeg", quality: int = 85) -> bytes:
     """The fused map as a colour overlay on the camera image (for the `heatmap` topic)."""
     h, w = ins.frame.size
+    x0, y0, x1, y1 = (int(round(v)) for v in (ins.view_frame or (0, 0, w, h)))
+    rgb = ins.frame.rgb[y0:y1, x0:x1]  # the part of the frame the maps cover
     m = ins.fused
     lo, hi = min(float(m.min()), ins.threshold - 1.0), max(float(m.max()), ins.threshold + 1.0)
     norm = np.clip((m - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
-    heat = cv2.applyColorMap(cv2.resize(norm, (w, h)), cv2.COLORMAP_JET)
-    overlay = cv2.addWeighted(cv2.cvtColor(ins.frame.rgb, cv2.COLOR_RGB2BGR), 0.5, heat, 0.5, 0)
+    heat = cv2.applyColorMap(cv2.resize(norm, (rgb.shape[1], rgb.shape[0])), cv2.COLORMAP_JET)
+    overlay = cv2.addWeighted(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 0.5, heat, 0.5, 0)
     ext = ".png" if fmt == "png" else ".jpg"
     params = [] if fmt == "png" else [cv2.IMWRITE_JPEG_QUALITY, quality]
     ok, buf = cv2.imencode(ext, overlay, params)

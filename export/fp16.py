@@ -27,6 +27,8 @@ from torch import nn
 # ops of the score head: they must read float32 (the body must have been cast back first)
 HEAD_OPS = frozenset({"ReduceSum", "ReduceL2", "Pow", "Sqrt", "Div", "Resize", "Clip", "Sub"})
 BODY_OPS = frozenset({"Conv", "ConvTranspose"})
+# the graph's inputs: FP32 (schema 1.0), or raw uint8 RGB and the FP32 3D image (schema 1.1)
+_INPUT_TYPES = {"rgb": ("FLOAT", "UINT8")}
 
 
 class HalfBody(nn.Module):
@@ -79,9 +81,12 @@ class Fp16Report:
             )
         if not self.head_inputs.get("FLOAT"):
             out.append("no FP32 score-head op found")
-        bad_io = {k: v for k, v in self.io.items() if v != "FLOAT"}
+        bad_io = {
+            k: v for k, v in self.io.items()
+            if v not in _INPUT_TYPES.get(k, ("FLOAT",))
+        }
         if bad_io:
-            out.append(f"inputs/outputs must be FP32, found {bad_io}")
+            out.append(f"I/O must be FP32 (rgb may be UINT8), found {bad_io}")
         return out
 
 

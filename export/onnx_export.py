@@ -50,12 +50,47 @@ class ExportError(RuntimeError):
     """The run cannot be exported (or the export does not reproduce the model)."""
 
 
-def export_onnx(model: nn.Module, path: str | Path, image_size: int, fp16: bool = False) -> Path:
-    """Export ``model`` (a TRD, eval mode) as one ONNX graph; FP16 body if ``fp16``."""
+class RawInputs(nn.Module):
+    """The schema-1.1 input contract around a TRD: uint8 RGB (1,S,S,3) and the 3D image in
+    [0,1] (1,3,S,S) float32 in, cast and ImageNet normalisation inside the graph.
+
+    The host then sends the resized camera bytes as they are (no float conversion, no
+    transpose, a quarter of the bytes); the arithmetic runs where the accelerator is. The
+    normalisation stays FP32 in an FP16 export (HalfBody casts after it).
+    """
+
+    def __init__(self, model: nn.Module, mean, std) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, rgb: torch.Tensor, x3d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        r = rgb.permute(0, 3, 1, 2).float() / 255.0
+        r = (r - self.mean) / self.std
+        x = (x3d.float() - self.mean) / self.std
+        return self.model(r, x)
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    image_size: int,
+    fp16: bool = False,
+    norm: tuple | None = None,
+) -> Path:
+    """Export ``model`` (a TRD, eval mode) as one ONNX graph; FP16 body if ``fp16``.
+
+    ``norm`` = (mean, std): the graph takes the schema-1.1 raw inputs and normalises them
+    (`RawInputs`); None gives the 1.0 contract (normalised float32 inputs).
+    """
     path = Path(path)
     module = HalfBody(model) if fp16 else model.eval()
     s = int(image_size)
     dummy = (torch.zeros(1, 3, s, s), torch.zeros(1, 3, s, s))
+    if norm is not None:
+        module = RawInputs(module, *norm).eval()
+        dummy = (torch.zeros(1, s, s, 3, dtype=torch.uint8), torch.zeros(1, 3, s, s))
     tmp = path.with_name(path.name + ".tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript-exporter deprecation/tracer chatter
@@ -73,17 +108,30 @@ def export_onnx(model: nn.Module, path: str | Path, image_size: int, fp16: bool 
     return path
 
 
-def onnx_matches_torch(model: nn.Module, onnx_path: Path, image_size: int, seed: int = 0) -> float:
+def onnx_matches_torch(
+    model: nn.Module, onnx_path: Path, image_size: int, seed: int = 0, norm: tuple | None = None
+) -> float:
     """Max |map difference| between onnxruntime (CPU) and torch FP32 on one random frame."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(seed)
     s = int(image_size)
-    rgb, x3d = (rng.standard_normal((1, 3, s, s)).astype(np.float32) for _ in range(2))
+    if norm is None:
+        rgb, x3d = (rng.standard_normal((1, 3, s, s)).astype(np.float32) for _ in range(2))
+        feed, ref_in = {"rgb": rgb, "x3d": x3d}, (torch.from_numpy(rgb), torch.from_numpy(x3d))
+    else:
+        rgb_u8 = rng.integers(0, 256, (1, s, s, 3), dtype=np.uint8)
+        vis = rng.random((1, 3, s, s)).astype(np.float32)
+        mean = np.asarray(norm[0], np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(norm[1], np.float32).reshape(1, 3, 1, 1)
+        rgb_n = (rgb_u8.transpose(0, 3, 1, 2).astype(np.float32) / 255.0 - mean) / std
+        x3d_n = (vis - mean) / std
+        feed = {"rgb": rgb_u8, "x3d": vis}
+        ref_in = (torch.from_numpy(rgb_n.astype(np.float32)), torch.from_numpy(x3d_n))
     sess = ort.InferenceSession(os.fspath(onnx_path), providers=["CPUExecutionProvider"])
-    out = sess.run(list(OUTPUT_NAMES), {"rgb": rgb, "x3d": x3d})
+    out = sess.run(list(OUTPUT_NAMES), feed)
     with torch.inference_mode():
-        ref = model.eval()(torch.from_numpy(rgb), torch.from_numpy(x3d))
+        ref = model.eval()(*ref_in)
     return max(float(np.abs(o - r.numpy()).max()) for o, r in zip(out, ref, strict=True))
 
 
@@ -129,10 +177,11 @@ def export_bundle(
     _prepare_out_dir(out)
 
     model = loaded.model.eval()
+    norm = (tuple(info.preprocess.mean), tuple(info.preprocess.std))
     files = {MODEL_FP32: FILE_NAMES[MODEL_FP32]}
-    fp32_path = export_onnx(model, out / files[MODEL_FP32], size)
+    fp32_path = export_onnx(model, out / files[MODEL_FP32], size, norm=norm)
     if check:
-        err = onnx_matches_torch(model, fp32_path, size)
+        err = onnx_matches_torch(model, fp32_path, size, norm=norm)
         if not err <= EXPORT_PARITY_TOL:
             raise ExportError(
                 f"exported {fp32_path.name} differs from torch by {err:.3g} (> "
@@ -141,7 +190,7 @@ def export_bundle(
         log.info("model.onnx matches torch: max |Δmap| = %.2e", err)
     if fp16:
         files[MODEL_FP16] = FILE_NAMES[MODEL_FP16]
-        fp16_path = export_onnx(model, out / files[MODEL_FP16], size, fp16=True)
+        fp16_path = export_onnx(model, out / files[MODEL_FP16], size, fp16=True, norm=norm)
         if check:
             try:
                 check_fp16_graph(fp16_path)
@@ -226,12 +275,13 @@ def export_model_bundle(
 
     out = Path(out_dir)
     _prepare_out_dir(out)
+    pre = PreprocessConfig(image_size=image_size, modality=modality, pipeline="working")
+    norm = (tuple(pre.mean), tuple(pre.std))
     files = {MODEL_FP32: FILE_NAMES[MODEL_FP32]}
-    export_onnx(model, out / files[MODEL_FP32], image_size)
+    export_onnx(model, out / files[MODEL_FP32], image_size, norm=norm)
     if fp16:
         files[MODEL_FP16] = FILE_NAMES[MODEL_FP16]
-        export_onnx(model, out / files[MODEL_FP16], image_size, fp16=True)
-    pre = PreprocessConfig(image_size=image_size, modality=modality)
+        export_onnx(model, out / files[MODEL_FP16], image_size, fp16=True, norm=norm)
     manifest = Manifest(
         model=ModelSpec(
             backbone=backbone,

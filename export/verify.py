@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends.base import Backend, BackendError
-from edge.bundle import MODEL_FP16, Bundle, load_bundle
+from edge.bundle import MODEL_FP16, Bundle, load_bundle, model_inputs
 from edge.scoring import ScoreStats, StatsAccumulator, image_scores, score_maps
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,11 @@ class PairResult:
 
 @dataclass
 class Frames:
-    rgb: list[np.ndarray]
-    x3d: list[np.ndarray]
+    samples: list  # edge.preprocess.PreparedSample: each backend takes its own input contract
     source: str
+
+    def __len__(self) -> int:
+        return len(self.samples)
 
 
 # --------------------------------------------------------------------------- frames
@@ -92,14 +94,12 @@ def synthetic_frames(bundle: Bundle, n: int, seed: int = 0) -> Frames:
     if category not in CATEGORIES:
         category = CATEGORIES[0]
     gen = SceneGenerator(category=category, image_size=max(cfg.image_size, 64), seed=seed)
-    rgbs, x3ds = [], []
+    samples = []
     for i in range(n):
         defect = "good" if i % 2 == 0 else DEFECT_TYPES[(i // 2) % len(DEFECT_TYPES)]
         scene = gen.sample(defect)
-        s = preprocess(scene.rgb, scene.xyz, cfg)
-        rgbs.append(s.rgb)
-        x3ds.append(s.x3d)
-    return Frames(rgbs, x3ds, f"synthetic:{category}:seed{seed}")
+        samples.append(preprocess(scene.rgb, scene.xyz, cfg))
+    return Frames(samples, f"synthetic:{category}:seed{seed}")
 
 
 def _dataset_records(root: Path, category: str):
@@ -124,16 +124,14 @@ def folder_frames(bundle: Bundle, root: Path, n: int) -> Frames:
     records = _dataset_records(root, bundle.manifest.provenance.category)
     # take good and defective samples alike: spread over the sorted list
     idx = np.unique(np.linspace(0, len(records) - 1, min(n, len(records))).round().astype(int))
-    rgbs, x3ds = [], []
+    samples = []
     for i in idx:
         raw = load_raw(records[i])
         if raw.xyz is not None:
-            s = preprocess(raw.rgb, raw.xyz, cfg)
+            samples.append(preprocess(raw.rgb, raw.xyz, cfg))
         else:
-            s = preprocess_normals_png(raw.rgb, raw.normals, cfg)
-        rgbs.append(s.rgb)
-        x3ds.append(s.x3d)
-    return Frames(rgbs, x3ds, f"folder:{root}")
+            samples.append(preprocess_normals_png(raw.rgb, raw.normals, cfg))
+    return Frames(samples, f"folder:{root}")
 
 
 def recording_frames(bundle: Bundle, path: Path, n: int) -> Frames:
@@ -148,17 +146,15 @@ def recording_frames(bundle: Bundle, path: Path, n: int) -> Frames:
             "build lacks; pass a dataset folder instead"
         ) from exc
     cfg = bundle.preprocess_config()
-    rgbs, x3ds = [], []
+    samples = []
     with open_source(str(path)) as source:
         for frame in source:
-            s = preprocess(frame.rgb, frame.xyz, cfg)
-            rgbs.append(s.rgb)
-            x3ds.append(s.x3d)
-            if len(rgbs) >= n:
+            samples.append(preprocess(frame.rgb, frame.xyz, cfg))
+            if len(samples) >= n:
                 break
-    if not rgbs:
+    if not samples:
         raise ValueError(f"--frames {path}: the recording delivered no frame")
-    return Frames(rgbs, x3ds, f"recording:{path}")
+    return Frames(samples, f"recording:{path}")
 
 
 def load_frames(bundle: Bundle, frames: str | None, n: int, seed: int = 0) -> Frames:
@@ -230,7 +226,7 @@ def _expand(requested: list[str] | None) -> list[str]:
 
 def run_backend(backend: Backend, frames: Frames) -> np.ndarray:
     """Raw maps of every frame: (N, 2, S, S) float32 (rgb, 3d)."""
-    out = [np.stack(backend.infer(r, x)) for r, x in zip(frames.rgb, frames.x3d, strict=True)]
+    out = [np.stack(backend.infer(*model_inputs(backend.io, s))) for s in frames.samples]
     return np.stack(out)
 
 

@@ -16,19 +16,17 @@ IMAGE_SIZE = 64
 
 
 def prepared_split(root: Path, split: str, size: int = IMAGE_SIZE, category: str = "puck"):
-    """(rgb, x3d, labels) arrays for one split of a synthetic dataset, preprocessed."""
+    """(samples, labels) for one split of a synthetic dataset, preprocessed (PreparedSample)."""
     from edge.dataset_io import list_samples, load_raw
     from edge.preprocess import PreprocessConfig, preprocess
 
     cfg = PreprocessConfig(image_size=size, modality="depth")
-    rgbs, x3ds, labels = [], [], []
+    samples, labels = [], []
     for rec in list_samples(root, category, split):
         raw = load_raw(rec)
-        s = preprocess(raw.rgb, raw.xyz, cfg)
-        rgbs.append(s.rgb)
-        x3ds.append(s.x3d)
+        samples.append(preprocess(raw.rgb, raw.xyz, cfg))
         labels.append(rec.label)
-    return np.stack(rgbs), np.stack(x3ds), np.array(labels)
+    return samples, np.array(labels)
 
 
 def make_run(run_dir: Path, data_root: Path, seed: int = 0, size: int = IMAGE_SIZE) -> Path:
@@ -63,7 +61,9 @@ def make_run(run_dir: Path, data_root: Path, seed: int = 0, size: int = IMAGE_SI
     write_json(run_dir / "run.json", info)
     torch.save({"model": model.state_dict()}, run_dir / "checkpoint.pt")
 
-    rgb, x3d, _ = prepared_split(data_root, "validation", size)
+    samples, _ = prepared_split(data_root, "validation", size)
+    rgb = np.stack([p.rgb for p in samples])
+    x3d = np.stack([p.x3d for p in samples])
     with torch.inference_mode():
         m_rgb, m_3d = model(torch.from_numpy(rgb), torch.from_numpy(x3d))
     acc = StatsAccumulator()
@@ -139,7 +139,7 @@ def write_toy_bundle(
     manifest = Manifest(
         model=ModelSpec(backbone="toy", image_size=size, modality="depth", variant=f"toy-{size}"),
         preprocess={"image_size": size, "modality": "depth", **preprocess},
-        io=default_io(size),
+        io=default_io(size, host_normalised=True),  # the schema-1.0 contract: float32 in
         files={k: file_entry(folder, v) for k, v in files.items()},
         scoring=ScoringSpec(
             stats=StatsSpec(rgb_mean=1.0, rgb_std=0.5, x3d_mean=0.8, x3d_std=0.3, n_maps=4),

@@ -17,7 +17,7 @@ import pytest
 from conftest_export import make_run, prepared_split
 
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bundle import file_entry, load_bundle
+from edge.bundle import file_entry, load_bundle, model_inputs
 from edge.scoring import image_scores, score_maps
 from export.fp16 import check_fp16_graph, fp16_graph_report
 from export.onnx_export import ExportError, export_bundle, run_export
@@ -64,12 +64,14 @@ def test_manifest_describes_the_run(exported) -> None:
 
 def test_onnx_fp32_matches_torch(exported, test_split) -> None:
     run_dir, out = exported
-    rgb, x3d, _ = test_split
+    samples, _ = test_split
     ort = OnnxRuntimeBackend(load_bundle(out), precision="fp32")
     ref = TorchBackend(run_dir=run_dir, precision="fp32")
     worst = 0.0
-    for r, x in zip(rgb, x3d, strict=True):
-        for a, b in zip(ort.infer(r, x), ref.infer(r, x), strict=True):
+    for s in samples:
+        # the bundle's graph takes uint8 RGB / the [0,1] 3D image and normalises inside
+        ours, theirs = ort.infer(*model_inputs(ort.io, s)), ref.infer(s.rgb, s.x3d)
+        for a, b in zip(ours, theirs, strict=True):
             worst = max(worst, float(np.abs(a - b).max()))
             assert a.std() > 0  # a real map, not a constant
     assert worst <= FP32_MAP_TOL
@@ -81,7 +83,8 @@ def test_fp16_graph_is_fp16_with_fp32_head(exported) -> None:
     assert rep.fp16_weight_fraction > 0.99
     assert set(rep.body_inputs) == {"FLOAT16"} and sum(rep.body_inputs.values()) > 20
     assert set(rep.head_inputs) == {"FLOAT"} and rep.head_inputs["FLOAT"] >= 6 * 3
-    assert set(rep.io.values()) == {"FLOAT"}
+    # schema 1.1: raw uint8 RGB and the [0,1] 3D image in, FP32 maps out
+    assert rep.io == {"rgb": "UINT8", "x3d": "FLOAT", "map_rgb": "FLOAT", "map_3d": "FLOAT"}
     # the FP32 graph is recognised as not-FP16
     assert fp16_graph_report(out / "model.onnx").fp32_body_nodes
     with pytest.raises(ValueError, match="not a valid FP16 export"):
@@ -91,13 +94,13 @@ def test_fp16_graph_is_fp16_with_fp32_head(exported) -> None:
 def test_fp16_agrees_with_fp32_without_flips(exported, test_split) -> None:
     _, out = exported
     bundle = load_bundle(out)
-    rgb, x3d, labels = test_split
+    samples, labels = test_split
     assert labels.sum() > 0 and (labels == 0).sum() > 0
     maps = {}
     for precision in ("fp32", "fp16"):
         be = OnnxRuntimeBackend(bundle, precision=precision)
         maps[precision] = np.stack(
-            [np.stack(be.infer(r, x)) for r, x in zip(rgb, x3d, strict=True)]
+            [np.stack(be.infer(*model_inputs(be.io, s))) for s in samples]
         )
     diff = np.abs(maps["fp32"] - maps["fp16"])
     assert 0 < diff.max() <= FP16_MAP_TOL  # it did run in half precision, and closely

@@ -28,6 +28,8 @@ def run_train(args: argparse.Namespace) -> int:
         sobel_ksize=args.sobel_ksize,
         augment=args.augment,
         align=args.align,
+        preprocess=getattr(args, "preprocess", "working"),
+        roi=getattr(args, "roi", None),
     )
     out = train(cfg, args.out)
     print(f"trained run written to {out}")

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from edge.dataset_io import SampleRecord, load_raw
-from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png, resize_mask
+from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
 from trainer.augment import Augment, quarter_turns, rotate_raw
 
 __all__ = ["RGBDDataset", "make_loader"]
@@ -69,10 +69,8 @@ class RGBDDataset(Dataset):
                 raise ValueError(f"{record.geom_path}: {exc}") from exc
         size = self.cfg.image_size
         if raw.gt is not None:
-            gt = np.ascontiguousarray(np.rot90(raw.gt, k))
-            if prepared.pose is not None:  # the mask follows the part into the aligned frame
-                gt = prepared.pose.warp(gt, nearest=True)
-            mask = resize_mask(gt, size)
+            # the mask follows the part: ROI, working grid and the aligned frame
+            mask = prepared.mask_to_model(np.ascontiguousarray(np.rot90(raw.gt, k)))
         else:
             mask = np.zeros((size, size), np.float32)
         return {

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.dataset_io import SampleRecord, load_raw
-from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png, resize_rgb
+from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
 from trainer.report import ReportSample, build_curves, write_report
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ def _visuals(rec: SampleRecord, cfg: PreprocessConfig) -> tuple[np.ndarray, np.n
         prep = preprocess(raw.rgb, raw.xyz, cfg)
     else:
         prep = preprocess_normals_png(raw.rgb, raw.normals, cfg)
-    rgb = raw.rgb if prep.pose is None else prep.pose.warp(raw.rgb)  # maps are in this frame
-    return resize_rgb(rgb, cfg.image_size), prep.x3d_vis.transpose(1, 2, 0)
+    # what the model saw (ROI, working grid, aligned frame): the maps are in this frame
+    return prep.rgb_u8.astype(np.float32) / 255.0, prep.x3d_vis.transpose(1, 2, 0)
 
 
 def build_report(

@@ -63,6 +63,13 @@ class TrainConfig(BaseModel):
     augment: Literal["none", "rot90"] = Field(
         "none", description="training augmentation: rot90 turns parts by multiples of 90°"
     )
+    # Runs recorded before preprocessing version 2 have no key: they used the reference path.
+    preprocess: Literal["reference", "working"] = Field(
+        "reference", description="preprocessing pipeline (edge.preprocess.PreprocessConfig)"
+    )
+    roi: tuple[float, float, float, float] | None = Field(
+        None, description="region of interest, fractions of the frame (x0, y0, x1, y1)"
+    )
 
 
 class EpochRecord(BaseModel):

@@ -46,7 +46,8 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
     """The preprocessing a run trains with; the bundle and the station reuse it verbatim."""
     ksize = cfg.sobel_ksize or sobel_ksize_for(cfg.category)
     return PreprocessConfig(
-        image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize, align=cfg.align
+        image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize, align=cfg.align,
+        pipeline=cfg.preprocess, roi=cfg.roi,
     )
 
 

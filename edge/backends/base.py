@@ -1,6 +1,8 @@
 """The one inference interface every backend (onnxruntime, TensorRT, torch reference) implements.
 
-A backend takes one preprocessed frame, ``rgb`` and ``x3d`` each (1,3,S,S) float32 (or (3,S,S)),
+A backend takes one preprocessed frame, ``rgb`` and ``x3d`` as its bundle's input contract says
+(`edge.bundle.default_io`: since schema 1.1 uint8 (1,S,S,3) RGB and a float16 (1,3,S,S) 3D image,
+before that (1,3,S,S) float32 each; `edge.bundle.model_inputs` makes them from a sample),
 and returns the two raw per-modality anomaly maps, each (S,S) float32. Timing of the last call
 is kept in ``last_timing`` so the run loop and benchmarks report the same numbers.
 """
@@ -50,20 +52,27 @@ class _Clock:
         return ms
 
 
-def as_batch(arr: np.ndarray, name: str, image_size: int) -> np.ndarray:
-    """Return ``arr`` as a C-contiguous (1,3,S,S) float32 array or raise a clear error."""
+def as_batch(
+    arr: np.ndarray,
+    name: str,
+    image_size: int,
+    shape: tuple[int, ...] | None = None,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """Return ``arr`` as a C-contiguous batch of one of ``shape`` (default (1,3,S,S)) and
+    ``dtype``, or raise a clear error."""
     a = np.asarray(arr)
-    if a.ndim == 3:
+    expected = tuple(shape) if shape is not None else (1, 3, image_size, image_size)
+    if a.ndim == len(expected) - 1:
         a = a[None]
-    expected = (1, 3, image_size, image_size)
     if a.shape != expected:
         raise BackendError(
             f"input {name!r} has shape {tuple(np.shape(arr))}, the model expects {expected} "
             f"(or {expected[1:]}); preprocess frames with the bundle's PreprocessConfig "
-            f"(image_size {image_size})"
+            f"(image_size {image_size}) and edge.bundle.model_inputs"
         )
-    if a.dtype != np.float32:
-        raise BackendError(f"input {name!r} has dtype {a.dtype}, expected float32")
+    if a.dtype != np.dtype(dtype):
+        raise BackendError(f"input {name!r} has dtype {a.dtype}, expected {dtype}")
     return np.ascontiguousarray(a)
 
 
@@ -76,6 +85,15 @@ class Backend(ABC):
 
     def __init__(self) -> None:
         self.last_timing = InferTiming()
+        # the graph's input contract (edge.bundle.IOSpec); None = (1,3,S,S) float32 each
+        self.io: Any = None
+
+    def input_spec(self, name: str) -> tuple[tuple[int, ...] | None, str]:
+        """(shape, dtype) the graph takes for input ``name``."""
+        if self.io is None:
+            return None, "float32"
+        spec = next(t for t in self.io.inputs if t.name == name)
+        return tuple(spec.shape), spec.dtype
 
     @abstractmethod
     def _run(self, rgb: np.ndarray, x3d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +101,8 @@ class Backend(ABC):
 
     def infer(self, rgb: np.ndarray, x3d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw anomaly maps ``(map_rgb, map_3d)``, each (S,S) float32, for one frame."""
-        rgb_b = as_batch(rgb, "rgb", self.image_size)
-        x3d_b = as_batch(x3d, "x3d", self.image_size)
+        rgb_b = as_batch(rgb, "rgb", self.image_size, *self.input_spec("rgb"))
+        x3d_b = as_batch(x3d, "x3d", self.image_size, *self.input_spec("x3d"))
         start = time.perf_counter()
         map_rgb, map_3d = self._run(rgb_b, x3d_b)
         self.last_timing.total_ms = (time.perf_counter() - start) * 1e3
@@ -96,9 +114,12 @@ class Backend(ABC):
 
     def warmup(self, n: int = 2) -> None:
         """Run ``n`` zero frames so lazy allocation/autotuning stays out of measured frames."""
-        z = np.zeros((1, 3, self.image_size, self.image_size), np.float32)
+        zeros = []
+        for name in ("rgb", "x3d"):
+            shape, dtype = self.input_spec(name)
+            zeros.append(np.zeros(shape or (1, 3, self.image_size, self.image_size), dtype))
         for _ in range(n):
-            self.infer(z, z)
+            self.infer(*zeros)
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:

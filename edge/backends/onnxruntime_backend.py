@@ -90,6 +90,7 @@ class OnnxRuntimeBackend(Backend):
         self.bundle = bundle
         self.precision = precision
         self.image_size = bundle.image_size
+        self.io = bundle.manifest.io
         self.model_path = bundle.file_path(MODEL_FP16 if precision == "fp16" else MODEL_FP32)
         self.providers = choose_providers(device, ort.get_available_providers())
         opts = ort.SessionOptions()

@@ -63,6 +63,18 @@ class RealSenseOptions(_Strict):
     height: int = Field(480, gt=0)
     fps: int = Field(30, gt=0)
     color_format: Literal["rgb8", "bgr8"] = "rgb8"
+    color_width: int | None = Field(
+        None, gt=0, description="live camera: colour stream width; None = `width` (e.g. depth "
+        "1280×720 with colour 1920×1080)"
+    )
+    color_height: int | None = Field(None, gt=0, description="colour stream height; None = `height`")
+    max_sync_skew_ms: float | None = Field(
+        None,
+        gt=0.0,
+        description="depth and colour of one pair may be this far apart; None = half a frame "
+        "period (librealsense's own matching rule, right for moving conveyors); raise it for "
+        "parts that stand still, or recordings made at low frame rates",
+    )
     filters: FilterOptions = Field(default_factory=FilterOptions)
     wait_timeout_s: float = Field(
         5.0, gt=0.0, description="no frame for this long = camera lost; reconnect"

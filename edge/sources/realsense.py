@@ -7,9 +7,14 @@ when processing is slower than the recording. Each frameset then goes through th
 
 1. the post-processing filters, in the order Intel recommends (decimation → depth-to-disparity →
    spatial → temporal → disparity-to-depth → hole filling), applied to the whole frameset;
-2. ``rs.align(rs.stream.color)``, which also brings decimated depth back to colour resolution;
+2. registration of depth to colour. When the station has told the source its bundle's working
+   grid (`set_working_grid`, from `Inspector.attach`), depth is projected straight onto that
+   grid over the colour image's ROI with the streams' intrinsics and extrinsics
+   (`edge.registration`) and the colour ROI is area-resized to it: the cost follows the model's
+   input, not the camera (a 1920×1080 frame never exists as floats). Without a grid (recording,
+   reference-pipeline bundles) ``rs.align(rs.stream.color)`` at full colour resolution;
 3. raw Z16 × depth scale (read from the device's depth sensor) → metres → organised xyz with the
-   aligned depth profile's intrinsics (`edge.geometry.depth_to_xyz`), the same cloud layout as an
+   registered image's intrinsics (`edge.geometry.depth_to_xyz`), the same cloud layout as an
    MVTec 3D-AD xyz TIFF.
 
 Frame counters are watched: a frameset whose depth or colour frame repeats the previous one (the
@@ -33,6 +38,7 @@ import numpy as np
 
 from edge.frames import Frame, Intrinsics
 from edge.geometry import depth_to_xyz
+from edge.registration import Extrinsics, WorkingGrid, area_resize, register_depth
 from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
 from edge.sources.options import FilterOptions, RealSenseOptions
 
@@ -105,6 +111,8 @@ def _intrinsics(intr: Any, depth_scale: float | None) -> Intrinsics:
     return Intrinsics(
         fx=intr.fx, fy=intr.fy, cx=intr.ppx, cy=intr.ppy, width=intr.width,
         height=intr.height, depth_scale=depth_scale,
+        model=str(intr.model).rsplit(".", 1)[-1].lower(),
+        coeffs=tuple(float(c) for c in intr.coeffs),  # type: ignore[arg-type]
     )
 
 
@@ -154,8 +162,21 @@ class RealSenseSource(FrameSource):
         self._last_numbers: dict[str, int] = {}
         self._lost_since: float | None = None
         self._registered = False
+        # working grid (set_working_grid): side and ROI fractions; None = rs.align at full size
+        self._grid: tuple[int, tuple[float, float, float, float] | None] | None = None
+        self._geometry: dict[tuple, tuple[Intrinsics, Extrinsics, Intrinsics]] = {}
+        self._zbuf: np.ndarray | None = None
         self._backoff = self.options.reconnect_initial_s
         self._next_attempt = 0.0
+
+    def set_working_grid(
+        self, size: int, roi: tuple[float, float, float, float] | None = None
+    ) -> bool:
+        """Deliver frames registered on a ``size × size`` grid over the colour ROI (fractions)
+        instead of at full colour resolution; see the module docstring. Returns True."""
+        self._grid = (int(size), tuple(roi) if roi is not None else None)  # type: ignore[assignment]
+        self._zbuf = None
+        return True
 
     @property
     def is_recording(self) -> bool:
@@ -222,7 +243,10 @@ class RealSenseSource(FrameSource):
         cfg.enable_device(serial)
         cfg.enable_stream(rs.stream.depth, opts.width, opts.height, rs.format.z16, opts.fps)
         color_fmt = rs.format.rgb8 if opts.color_format == "rgb8" else rs.format.bgr8
-        cfg.enable_stream(rs.stream.color, opts.width, opts.height, color_fmt, opts.fps)
+        cfg.enable_stream(
+            rs.stream.color, opts.color_width or opts.width, opts.color_height or opts.height,
+            color_fmt, opts.fps,
+        )
         if opts.record_to is not None:
             record_to = Path(opts.record_to)
             if record_to.suffix.lower() != ".db3":
@@ -288,6 +312,17 @@ class RealSenseSource(FrameSource):
         # previous stream and must not bleed into the new one.
         self._filters = build_filters(rs, self.options.filters)
         self._last_numbers = {}
+        self._geometry = {}
+        streams = {str(p.stream_type()).rsplit(".", 1)[-1] for p in profile.get_streams()}
+        missing = [k for k in ("depth", "color") if k not in streams]
+        if missing:
+            self._stop_after_failed_start(pipe)
+            what = f"recording {self.path}" if self.is_recording else f"{self.name}"
+            raise SourceError(
+                f"{what} has no {' and no '.join(missing)} stream (it has: "
+                f"{', '.join(sorted(streams)) or 'none'}); the station needs depth and colour: "
+                "record with both streams enabled (e.g. `trd-edge record --camera realsense`)"
+            )
         color = profile.get_stream(rs.stream.color).as_video_stream_profile()
         depth = profile.get_stream(rs.stream.depth).as_video_stream_profile()
         self._registered = _already_registered(depth, color)
@@ -299,6 +334,14 @@ class RealSenseSource(FrameSource):
             self.intrinsics.height,
             self.depth_scale,
         )
+
+    def _stop_after_failed_start(self, pipe: Any) -> None:
+        self._pipe = None
+        self._playback = None
+        try:
+            pipe.stop()
+        except RuntimeError as exc:
+            log.debug("pipeline stop: %s", exc)
 
     def _read_depth_scale(self, device: Any) -> float:
         rs = self._rs
@@ -452,10 +495,17 @@ class RealSenseSource(FrameSource):
         if depth.get_frame_timestamp_domain() == color.get_frame_timestamp_domain():
             fps = color.get_profile().fps() or self.options.fps
             skew = abs(float(depth.get_timestamp()) - float(color.get_timestamp()))
-            if skew >= 500.0 / fps:
+            limit = self.options.max_sync_skew_ms or 500.0 / fps
+            if skew >= limit:
+                rule = (
+                    f"max_sync_skew_ms {limit:g}" if self.options.max_sync_skew_ms
+                    else f"half a frame period at {fps} fps, {limit:.1f} ms"
+                )
                 raise FrameError(
                     f"depth frame {numbers['depth']} and colour frame {numbers['color']} are "
-                    f"{skew:.1f} ms apart (more than half a frame period): not a synchronous pair"
+                    f"{skew:.1f} ms apart (more than {rule}): not a synchronous pair; for parts "
+                    "that stand still, allow it with camera option max_sync_skew_ms (e.g. "
+                    f"`?max_sync_skew_ms={max(2 * skew, 1):.0f}`)"
                 )
 
     def _convert(self, frames: Any, host_ts: float) -> Frame:
@@ -472,6 +522,8 @@ class RealSenseSource(FrameSource):
                 processed = block.process(processed)
             processed = processed.as_frameset()
             p_depth = processed.get_depth_frame()
+            if self._grid is not None:
+                return self._convert_to_grid(p_depth, color, depth, host_ts)
             if self._registered and (p_depth.get_width(), p_depth.get_height()) == (
                 color.get_width(),
                 color.get_height(),
@@ -518,5 +570,64 @@ class RealSenseSource(FrameSource):
                 "depth_timestamp_ms": float(depth.get_timestamp()),
                 "timestamp_domain": domain,
                 "serial": self.serial,
+            },
+        )
+
+    def _stream_geometry(self, p_depth: Any, color: Any) -> tuple[Intrinsics, Extrinsics, Intrinsics]:
+        """Depth intrinsics, depth→colour extrinsics and colour intrinsics, per stream profile
+        (decimation changes the depth profile): read once, not per frame."""
+        d_prof = p_depth.get_profile().as_video_stream_profile()
+        c_prof = color.get_profile().as_video_stream_profile()
+        key = (d_prof.unique_id(), p_depth.get_width(), c_prof.unique_id())
+        geo = self._geometry.get(key)
+        if geo is None:
+            try:
+                extr = Extrinsics.from_rs(d_prof.get_extrinsics_to(c_prof))
+            except RuntimeError as exc:
+                raise FrameError(f"no depth-to-colour extrinsics in this stream ({exc})") from exc
+            geo = (
+                _intrinsics(d_prof.get_intrinsics(), self.depth_scale),
+                extr,
+                _intrinsics(c_prof.get_intrinsics(), self.depth_scale),
+            )
+            self._geometry[key] = geo
+        return geo
+
+    def _convert_to_grid(self, p_depth: Any, color: Any, depth: Any, host_ts: float) -> Frame:
+        """Register (filtered) depth and area-resize colour onto the working grid."""
+        rs = self._rs
+        assert rs is not None and self._grid is not None
+        size, roi = self._grid
+        d_intr, extr, c_intr = self._stream_geometry(p_depth, color)
+        grid = WorkingGrid.over((c_intr.height, c_intr.width), roi, size, size)
+        if self._zbuf is None or self._zbuf.shape != (size, size):
+            self._zbuf = np.empty((size, size), np.float32)
+        z16 = np.asanyarray(p_depth.get_data())
+        image = np.asanyarray(color.get_data())
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise FrameError(f"colour frame has shape {image.shape}, expected H×W×3 (rgb8/bgr8)")
+        z = register_depth(z16, float(self.depth_scale or 0.001), d_intr, extr, c_intr, grid,
+                           out=self._zbuf)
+        g_intr = grid.intrinsics(c_intr)
+        xyz = depth_to_xyz(z, g_intr.fx, g_intr.fy, g_intr.cx, g_intr.cy)
+        rgb = area_resize(grid.crop(image), size, size)
+        if color.get_profile().format() == rs.format.bgr8:
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
+        self.intrinsics = c_intr
+        return Frame(
+            rgb=np.ascontiguousarray(rgb),
+            xyz=xyz,
+            frame_number=int(color.get_frame_number()),
+            camera_timestamp_ms=float(color.get_timestamp()),
+            host_timestamp=host_ts,
+            source=self.name,
+            intrinsics=g_intr,
+            meta={
+                "depth_frame_number": int(depth.get_frame_number()),
+                "depth_timestamp_ms": float(depth.get_timestamp()),
+                "timestamp_domain": str(color.get_frame_timestamp_domain()).rsplit(".", 1)[-1],
+                "serial": self.serial,
+                "camera_size": (c_intr.height, c_intr.width),
+                "working_grid": {"size": size, "roi": roi},
             },
         )

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge.frames import Intrinsics
+from edge.registration import Extrinsics
 from edge.sources.pacing import Pacer
 from edge.sources.realsense import require_pyrealsense2
 
@@ -158,6 +159,8 @@ def write_recording(
     fps: int = 30,
     serial: str = DEFAULT_SERIAL,
     pace: bool = True,
+    color_intrinsics: Intrinsics | None = None,
+    depth_to_color: Extrinsics | None = None,
 ) -> int:
     """Record RGB-D frames into a RealSense ``.db3`` file; returns the number of frames pushed.
 
@@ -169,8 +172,12 @@ def write_recording(
             timestamps to ``frame_number / fps``. Pass ``None`` for ``rgb`` or ``depth`` to
             simulate a camera that lost that stream's frame (the pair then plays back with the
             previous frame of that stream); skip frame numbers to simulate dropped frames.
-        intrinsics: shared by depth and colour (identity extrinsics: depth is already
-            registered to colour, as for a synthetic scene); width/height must match frames.
+        intrinsics: of the depth stream, and of colour too unless ``color_intrinsics`` is
+            given; width/height must match the frames.
+        color_intrinsics: the colour stream's own intrinsics (another resolution, another
+            lens), as a D435 delivers depth 1280×720 with colour 1920×1080.
+        depth_to_color: extrinsics from the depth to the colour sensor; default identity
+            (depth already registered to colour, as for a synthetic scene).
         depth_units: metres per depth unit, written as the depth sensor's read-only option.
         fps: nominal stream rate written into the stream profiles.
         serial: serial number the recorded device reports.
@@ -188,7 +195,10 @@ def write_recording(
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
     w, h = int(intrinsics.width), int(intrinsics.height)
+    c_intrinsics = color_intrinsics or intrinsics
+    cw, ch = int(c_intrinsics.width), int(c_intrinsics.height)
     rs_intr = _rs_intrinsics(rs, intrinsics)
+    rs_c_intr = _rs_intrinsics(rs, c_intrinsics)
 
     device = rs.software_device()
     device.register_info(rs.camera_info.name, "trd-edge software camera")
@@ -200,13 +210,14 @@ def write_recording(
         _video_stream(rs, rs.stream.depth, 0, rs.format.z16, 2, fps, rs_intr), True
     ).as_video_stream_profile()
     color_profile = color_sensor.add_video_stream(
-        _video_stream(rs, rs.stream.color, 1, rs.format.rgb8, 3, fps, rs_intr), True
+        _video_stream(rs, rs.stream.color, 1, rs.format.rgb8, 3, fps, rs_c_intr), True
     ).as_video_stream_profile()
     # Identity rotation (a default-constructed rs.extrinsics is all zeros, which makes
     # rs.align project every pixel onto one point).
+    d2c = depth_to_color or Extrinsics.identity()
     extr = rs.extrinsics()
-    extr.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-    extr.translation = [0.0, 0.0, 0.0]
+    extr.rotation = [float(v) for v in np.asarray(d2c.rotation).T.ravel()]  # column-major
+    extr.translation = [float(v) for v in d2c.translation]
     depth_profile.register_extrinsics_to(color_profile, extr)
     device.create_matcher(rs.matchers.default)
 
@@ -238,12 +249,13 @@ def write_recording(
                 delivered.wait("depth", number)
             if rgb is not None:
                 rgb = np.ascontiguousarray(rgb)
-                if rgb.shape != (h, w, 3) or rgb.dtype != np.uint8:
+                if rgb.shape != (ch, cw, 3) or rgb.dtype != np.uint8:
                     raise ValueError(
-                        f"frame {index}: rgb must be {h}x{w}x3 uint8, got {rgb.shape} {rgb.dtype}"
+                        f"frame {index}: rgb must be {ch}x{cw}x3 uint8, got {rgb.shape} "
+                        f"{rgb.dtype}"
                     )
                 sw = rs.software_video_frame()
-                sw.pixels, sw.stride, sw.bpp = rgb, w * 3, 3
+                sw.pixels, sw.stride, sw.bpp = rgb, cw * 3, 3
                 sw.timestamp, sw.domain = stamp, rs.timestamp_domain.hardware_clock
                 sw.frame_number, sw.profile = number, color_profile
                 color_sensor.on_video_frame(sw)
