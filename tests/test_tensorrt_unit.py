@@ -19,7 +19,7 @@ from fake_gpu import FakeCudaRuntime, install_cuda
 import edge.backends.tensorrt_build as tb
 from edge.backends import BackendError, create_backend
 from edge.backends.tensorrt_backend import tensorrt_available
-from edge.bundle import EngineEntry, load_bundle
+from edge.bundle import MODEL_FP32, EngineEntry, load_bundle
 
 
 def _layer(name: str, kind: str, fmt_in: str, fmt_out: str | None = None, param: str = "") -> dict:
@@ -302,3 +302,156 @@ def test_build_engine_refuses_silent_fp32(monkeypatch, tmp_path, fake_gpu, capsy
     assert load_bundle(folder).manifest.engines == {}
     rc = tb.run_build_engine(types.SimpleNamespace(bundle=str(folder), force=True))
     assert rc == 3 and "engine refused" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- Myelin layers
+#
+# With a strongly typed network TensorRT may fuse the whole body into one Myelin layer. Its
+# inspector record (ProfilingVerbosity.DETAILED, TensorRT 10) names the fused ONNX nodes in
+# "Metadata" ("[ONNX Layer: <node>]" joined by \x1f, cut in the middle when long) and shows only
+# the boundary tensors: here the FP32 engine I/O, whatever runs inside.
+
+
+def conv_onnx(path: Path, half: bool) -> Path:
+    """rgb (FP32) -> [Cast FP16] -> Conv -> Relu -> [Cast FP32] -> feat, as the export does."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dt = TensorProto.FLOAT16 if half else TensorProto.FLOAT
+    w = numpy_helper.from_array(
+        np.ones((4, 3, 3, 3), np.float16 if half else np.float32), "/teacher/conv1/weight"
+    )
+    x = "rgb_h" if half else "rgb"
+    nodes = [
+        helper.make_node("Conv", [x, w.name], ["c"], name="/teacher/conv1/Conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c"], ["r"], name="/teacher/relu/Relu"),
+    ]
+    if half:
+        nodes.insert(0, helper.make_node("Cast", ["rgb"], ["rgb_h"], name="/cast_in", to=dt))
+        nodes.append(helper.make_node("Cast", ["r"], ["feat"], name="/cast_out", to=1))
+    else:
+        nodes.append(helper.make_node("Identity", ["r"], ["feat"], name="/cast_out"))
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("feat", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+MYELIN_NODES = ["/cast_in", "/teacher/conv1/Conv", "/teacher/relu/Relu", "/cast_out"]
+
+
+def myelin_engine_json(metadata: str) -> dict:
+    """One fused Myelin layer as TensorRT 10's engine inspector writes it."""
+    return {
+        "Layers": [
+            {
+                "Name": "{ForeignNode[/cast_in.../cast_out]}",
+                "LayerType": "Myelin",
+                "Inputs": [{"Name": "rgb", "Location": "Device", "Dimensions": [1, 3, 8, 8],
+                            "Format/Datatype": "Row major linear FP32"}],
+                "Outputs": [{"Name": "feat", "Location": "Device", "Dimensions": [1, 4, 8, 8],
+                             "Format/Datatype": "Row major linear FP32"}],
+                "TacticValue": "0x0000000000000000",
+                "StreamId": 0,
+                "Metadata": metadata,
+            }
+        ],
+        "Bindings": ["rgb", "feat"],
+    }  # fmt: skip
+
+
+FULL_METADATA = "\x1f".join(f"[ONNX Layer: {n}]" for n in MYELIN_NODES)
+
+
+def test_onnx_node_precisions(tmp_path: Path) -> None:
+    half = tb.onnx_node_precisions(conv_onnx(tmp_path / "h.onnx", half=True))
+    assert half["/teacher/conv1/Conv"] == ("Conv", "fp16")
+    assert half["/cast_in"] == ("Cast", "fp32") and half["/teacher/relu/Relu"] == ("Relu", "fp16")
+    full = tb.onnx_node_precisions(conv_onnx(tmp_path / "f.onnx", half=False))
+    assert full["/teacher/conv1/Conv"] == ("Conv", "fp32")
+    names, complete = tb.metadata_onnx_layers(FULL_METADATA)
+    assert names == MYELIN_NODES and complete
+    # onnx-tensorrt may add " | ..." properties after the node name
+    assert tb.metadata_onnx_layers("[ONNX Layer: /a/Conv | Local Function: f]") == (
+        ["/a/Conv"],
+        True,
+    )
+
+
+def test_myelin_engine_of_an_fp16_onnx_is_accepted(tmp_path: Path) -> None:
+    info = myelin_engine_json(FULL_METADATA)
+    # the inspector alone sees only FP32 I/O: without the ONNX the check cannot accept it
+    with pytest.raises(tb.EngineRefused, match="Myelin layers"):
+        tb.check_precision(tb.parse_layer_report(info), "fp16")
+    nodes = tb.onnx_node_precisions(conv_onnx(tmp_path / "h.onnx", half=True))
+    report = tb.parse_layer_report(info, nodes)
+    assert dict(report.conv_by_precision) == {"fp16": 1} and report.fp32_convs == []
+    assert report.decided_from_onnx and report.as_dict()["opaque_layers"] == [
+        "{ForeignNode[/cast_in.../cast_out]}"
+    ]
+    tb.check_precision(report, "fp16")
+    with pytest.raises(tb.EngineRefused, match="FP32 engine"):
+        tb.check_precision(report, "fp32")
+
+
+def test_myelin_engine_of_an_fp32_onnx_is_refused(tmp_path: Path) -> None:
+    nodes = tb.onnx_node_precisions(conv_onnx(tmp_path / "f.onnx", half=False))
+    metadata = FULL_METADATA.replace("[ONNX Layer: /cast_in]\x1f", "")
+    report = tb.parse_layer_report(myelin_engine_json(metadata), nodes)
+    with pytest.raises(tb.EngineRefused, match=r"1 of 1 .*'/teacher/conv1/Conv \(inside"):
+        tb.check_precision(report, "fp16")
+    tb.check_precision(report, "fp32")
+
+
+def test_myelin_metadata_cut_short_falls_back_to_the_whole_onnx(tmp_path: Path) -> None:
+    cut = "[ONNX Layer: /cast_in]\x1f[ONNX La...yer: /cast_out]"  # cut in the middle
+    assert tb.metadata_onnx_layers(cut)[1] is False
+    half = tb.onnx_node_precisions(conv_onnx(tmp_path / "h.onnx", half=True))
+    tb.check_precision(tb.parse_layer_report(myelin_engine_json(cut), half), "fp16")
+    full = tb.onnx_node_precisions(conv_onnx(tmp_path / "f.onnx", half=False))
+    with pytest.raises(tb.EngineRefused, match="run in FP32"):
+        tb.check_precision(tb.parse_layer_report(myelin_engine_json(cut), full), "fp16")
+    # no Metadata at all: the same rule
+    no_meta = myelin_engine_json("")
+    with pytest.raises(tb.EngineRefused, match="run in FP32"):
+        tb.check_precision(tb.parse_layer_report(no_meta, full), "fp16")
+
+
+def test_myelin_kernels_computing_a_conv_count_as_convolutions(tmp_path: Path) -> None:
+    """TensorRT 10 may list Myelin's kernels ("gemm", "kgen", short "Half"/"Float" formats)."""
+    nodes = tb.onnx_node_precisions(conv_onnx(tmp_path / "h.onnx", half=True))
+    kernel = {
+        "Name": "/teacher/conv1/Conv_myl0_1",
+        "LayerType": "gemm",
+        "Inputs": [{"Name": "a", "Dimensions": [1, 3, 8, 8], "Format/Datatype": "Float"}],
+        "Outputs": [{"Name": "b", "Dimensions": [1, 4, 8, 8], "Format/Datatype": "Float"}],
+        "TacticName": "sm87_xmma_gemm_f32f32",
+        "StreamId": 0,
+        "Metadata": "[ONNX Layer: /teacher/conv1/Conv]",
+    }
+    report = tb.parse_layer_report({"Layers": [kernel]}, nodes)
+    assert report.fp32_convs == ["/teacher/conv1/Conv_myl0_1"]
+    with pytest.raises(tb.EngineRefused, match="run in FP32"):
+        tb.check_precision(report, "fp16")
+
+
+def test_build_keeps_an_fp16_engine_fused_into_one_myelin_layer(monkeypatch, tmp_path, fake_gpu):
+    calls: dict = {}
+    opaque = myelin_engine_json("[ONNX Layer: /not/in/this/onnx]")
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(json.dumps(opaque), calls))
+    bundle = load_bundle(write_toy_bundle(tmp_path / "b"))  # its FP16 graph: Mul in half
+    res = tb.build_engine(bundle, precision="fp16")
+    assert res.report.decided_from_onnx and res.report.opaque_fp16_nodes >= 1
+    assert res.path.is_file()
+    layers = json.loads(res.path.with_suffix(".layers.json").read_text())
+    assert layers["report"]["opaque_layers"] == ["{ForeignNode[/cast_in.../cast_out]}"]
+    # the bundle's FP32 graph has no FP16 node: as an "FP16" engine it would be refused
+    fp32_nodes = tb.onnx_node_precisions(bundle.file_path(MODEL_FP32))
+    with pytest.raises(tb.EngineRefused, match="no FP16 tensor"):
+        tb.check_precision(tb.parse_layer_report(opaque, fp32_nodes), "fp16")

@@ -254,6 +254,57 @@ def tensor_precision(fmt: str) -> str:
     return "other"
 
 
+# ONNX ops whose precision is the engine's precision (the cost of the TRD graph is in them).
+_WEIGHTED_OPS = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+# ONNX ops that only move, reshape or convert data.
+_ONNX_BOOKKEEPING = {
+    "Cast", "Constant", "Identity", "Reshape", "Shape", "Squeeze", "Unsqueeze", "Flatten",
+    "Transpose", "Concat", "Split", "Slice", "Gather", "Expand",
+}  # fmt: skip
+# Inspector "Metadata" of a layer: "[ONNX Layer: <node>( | ...)*]" per ONNX node, joined with
+# \x1f for fused layers (onnx-tensorrt's processMetadata); long strings are cut in the middle.
+_ONNX_LAYER_RE = re.compile(r"\[ONNX Layer: ([^|\]\x1f]+?)(?: \|[^\]\x1f]*)?\]")
+_ONNX_DTYPES = {1: "fp32", 10: "fp16", 16: "bf16", 3: "int8", 11: "fp64"}
+
+
+def onnx_node_precisions(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
+    """``{node name: (op_type, precision of its first input)}`` of an ONNX file.
+
+    Types come from the graph's inputs, initializers and (after shape inference) value_info;
+    weights in external data files are not read. Unnamed nodes are keyed by their first output.
+    """
+    import onnx
+
+    model = onnx.load(os.fspath(path), load_external_data=False)
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - types of graph inputs/initializers still help
+        log.warning("ONNX shape inference failed for %s; precisions may be partial", path)
+    graph = model.graph
+    dtypes = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info)}
+    dtypes |= {v.name: v.type.tensor_type.elem_type for v in graph.output}
+    dtypes |= {init.name: init.data_type for init in graph.initializer}
+    nodes = {}
+    for node in graph.node:
+        name = node.name or (node.output[0] if node.output else node.op_type)
+        first = dtypes.get(node.input[0]) if node.input else None
+        nodes[name] = (node.op_type, _ONNX_DTYPES.get(first or 0, "other"))
+    return nodes
+
+
+def metadata_onnx_layers(metadata: str) -> tuple[list[str], bool]:
+    """(ONNX node names named in a layer's inspector Metadata, complete?)."""
+    names = _ONNX_LAYER_RE.findall(metadata or "")
+    complete = bool(names) and "..." not in metadata
+    return [n.strip() for n in names], complete
+
+
+def _is_opaque(layer: dict) -> bool:
+    """A Myelin layer: TensorRT's fused subgraph whose inner precisions the inspector hides."""
+    kind = str(layer.get("LayerType", "")).lower()
+    return kind == "myelin" or str(layer.get("Name", "")).startswith("{ForeignNode[")
+
+
 @dataclass
 class LayerReport:
     """What the engine inspector says about the precisions of an engine's layers."""
@@ -264,6 +315,10 @@ class LayerReport:
     conv_by_precision: Counter = field(default_factory=Counter)
     fp32_convs: list[str] = field(default_factory=list)
     fp16_tensors: int = 0
+    # Myelin/ForeignNode layers, and the non-weighted FP16 ONNX nodes found inside them
+    opaque_layers: list[str] = field(default_factory=list)
+    opaque_fp16_nodes: int = 0
+    decided_from_onnx: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -272,15 +327,49 @@ class LayerReport:
             "conv_by_precision": dict(self.conv_by_precision),
             "fp32_convs": self.fp32_convs[:20],
             "fp16_tensors": self.fp16_tensors,
+            "opaque_layers": [name[:120] for name in self.opaque_layers[:5]],
+            "opaque_fp16_nodes": self.opaque_fp16_nodes,
+            "decided_from_onnx": self.decided_from_onnx,
         }
 
 
-def parse_layer_report(engine_info: str | dict) -> LayerReport:
+def _add_opaque(report: LayerReport, layer: dict, onnx_nodes: dict[str, tuple[str, str]]) -> None:
+    """Count what runs inside a Myelin layer from the ONNX nodes it was built from.
+
+    The network is built strongly typed, so TensorRT must compute each ONNX node in the type
+    the ONNX gives it: the ONNX's types *are* the precisions inside the fused layer. The layer's
+    Metadata names its nodes; when it names none that the ONNX has, or was cut short, every
+    node of the ONNX is taken (strict: one FP32 convolution anywhere refuses the engine).
+    """
+    name = str(layer.get("Name", "?"))
+    report.opaque_layers.append(name)
+    report.decided_from_onnx = True
+    named, complete = metadata_onnx_layers(str(layer.get("Metadata", "")))
+    known = [n for n in named if n in onnx_nodes]
+    members = known if (known and complete) else list(onnx_nodes)
+    for node in members:
+        op, precision = onnx_nodes[node]
+        if op in _WEIGHTED_OPS:
+            report.conv_by_precision[precision] += 1
+            if precision == "fp32":
+                report.fp32_convs.append(f"{node} (inside {name[:60]})")
+        elif op not in _ONNX_BOOKKEEPING and precision == "fp16":
+            report.opaque_fp16_nodes += 1
+
+
+def parse_layer_report(
+    engine_info: str | dict, onnx_nodes: dict[str, tuple[str, str]] | None = None
+) -> LayerReport:
     """Parse ``EngineInspector.get_engine_information(LayerInformationFormat.JSON)``.
 
-    The documented JSON is ``{"Layers": [{"Name", "LayerType", "Inputs": [{"Name",
-    "Dimensions", "Format/Datatype"}], "Outputs": [...], "ParameterType", ...}], "Bindings": [...]}``;
-    with less than DETAILED verbosity ``Layers`` is a list of names only, which cannot be checked.
+    The JSON (ProfilingVerbosity.DETAILED) is ``{"Layers": [{"Name", "LayerType", "Inputs":
+    [{"Name", "Location", "Dimensions", "Format/Datatype"}], "Outputs": [...], "ParameterType",
+    "TacticValue" or "TacticName", "StreamId", "Metadata": "[ONNX Layer: ...]"}], "Bindings":
+    [...]}``; with less than DETAILED verbosity ``Layers`` is a list of names only, which cannot
+    be checked. A Myelin layer (``"LayerType": "Myelin"``, named ``{ForeignNode[first...last]}``)
+    shows only its boundary tensors, often the FP32 engine I/O, whatever runs inside; with
+    ``onnx_nodes`` (``onnx_node_precisions`` of the ONNX it was built from) its contents are
+    counted from the ONNX instead (see ``_add_opaque``).
     """
     data = json.loads(engine_info) if isinstance(engine_info, str) else engine_info
     layers = data.get("Layers") if isinstance(data, dict) else None
@@ -293,6 +382,11 @@ def parse_layer_report(engine_info: str | dict) -> LayerReport:
                 "engine information lists layer names only: the engine was built without "
                 "ProfilingVerbosity.DETAILED, so its precisions cannot be checked; rebuild it"
             )
+        if _is_opaque(layer) and onnx_nodes:
+            _add_opaque(report, layer, onnx_nodes)
+            continue
+        if _is_opaque(layer):
+            report.opaque_layers.append(str(layer.get("Name", "?")))
         tensors = [*layer.get("Inputs", []), *layer.get("Outputs", [])]
         precisions = [tensor_precision(str(t.get("Format/Datatype", ""))) for t in tensors]
         report.fp16_tensors += precisions.count("fp16")
@@ -301,7 +395,11 @@ def parse_layer_report(engine_info: str | dict) -> LayerReport:
             continue
         first = precisions[0] if precisions else "other"
         report.by_precision[first] += 1
-        is_conv = _CONV_RE.search(kind) or _CONV_RE.search(str(layer.get("ParameterType", "")))
+        named, _ = metadata_onnx_layers(str(layer.get("Metadata", "")))
+        # Myelin kernels ("gemm", "kgen") computing an ONNX Conv/MatMul count as convolutions
+        weighted = any((onnx_nodes or {}).get(n, ("", ""))[0] in _WEIGHTED_OPS for n in named)
+        param = str(layer.get("ParameterType", ""))
+        is_conv = _CONV_RE.search(kind) or _CONV_RE.search(param) or weighted
         if is_conv:
             report.conv_by_precision[first] += 1
             if first == "fp32":
@@ -314,8 +412,9 @@ def check_precision(report: LayerReport, precision: str) -> None:
 
     The TRD graph's cost is all in (transposed) convolutions; the score head (cosine, resize,
     sum) is FP32 by design, so only convolution layers are held to the asked precision. When
-    TensorRT fused everything into opaque layers (no convolution visible) an FP16 engine must at
-    least carry FP16 tensors.
+    TensorRT fused everything into Myelin layers, their convolutions are counted from the ONNX
+    (``parse_layer_report(..., onnx_nodes)``); with no convolution visible at all an FP16 engine
+    must at least carry FP16 tensors or FP16 ONNX nodes inside its Myelin layers.
     """
     convs = sum(report.conv_by_precision.values())
     if precision == "fp16":
@@ -332,8 +431,16 @@ def check_precision(report: LayerReport, precision: str) -> None:
                     f"asked for an FP16 engine but no convolution runs in FP16 "
                     f"({dict(report.conv_by_precision)})"
                 )
-        elif report.fp16_tensors == 0:
-            raise EngineRefused("asked for an FP16 engine but the engine has no FP16 tensor at all")
+        elif report.fp16_tensors == 0 and report.opaque_fp16_nodes == 0:
+            hidden = (
+                f" (Myelin layers {report.opaque_layers[:2]} hide their insides; the ONNX they "
+                "were built from was not given)"
+                if report.opaque_layers and not report.decided_from_onnx
+                else ""
+            )
+            raise EngineRefused(
+                "asked for an FP16 engine but the engine has no FP16 tensor at all" + hidden
+            )
     elif precision == "fp32":
         low = {p: n for p, n in report.conv_by_precision.items() if p not in ("fp32", "other")}
         if low:
@@ -455,7 +562,9 @@ def _build_engine(
     if engine is None:
         raise BackendError("TensorRT could not deserialize the engine it just built")
     info = inspect_engine(trt, engine)
-    report = parse_layer_report(info)
+    # Myelin layers hide what runs inside them: then the (strongly typed) ONNX decides.
+    opaque = "Myelin" in info or "ForeignNode" in info
+    report = parse_layer_report(info, onnx_node_precisions(onnx_path) if opaque else None)
     check_precision(report, precision)  # raises before anything is stored
 
     tmp = plan.with_suffix(".plan.tmp")
