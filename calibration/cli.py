@@ -105,6 +105,7 @@ def _collect(
     labels: list[int] = []
     try:
         source = open_source(camera, options)
+        inspector.attach(source)  # registered at the bundle's working grid, as at the station
         source.open()
     except (SourceError, ValueError, OSError) as exc:
         raise CalibrationError(f"cannot open --camera {camera!r}: {exc}") from exc

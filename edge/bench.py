@@ -348,6 +348,22 @@ class BenchResult:
     def frames(self) -> int:
         return len(self.end_to_end_ms)
 
+    @property
+    def overhead_ms(self) -> list[float]:
+        """Per frame: every stage but inference (capture, preprocess, copies, postprocess,
+        publish) — the CPU work around the model that the station pays on every frame."""
+        others = [v for k, v in self.stages_ms.items() if k != "inference"]
+        return [float(sum(parts)) for parts in zip(*others, strict=True)] if others else []
+
+    @property
+    def overhead_ratio(self) -> float | None:
+        """Median overhead / median inference (>1: the model waits for the CPU)."""
+        inf = self.stages_ms.get("inference") or []
+        if not inf or not self.overhead_ms:
+            return None
+        med = float(np.median(inf))
+        return float(np.median(self.overhead_ms)) / med if med > 0 else None
+
     def as_dict(self) -> dict[str, Any]:
         """The JSON object of one backend (see the module docstring)."""
         e2e = float(np.sum(self.end_to_end_ms))
@@ -360,6 +376,8 @@ class BenchResult:
             "precision": self.precision,
             "frames": self.frames,
             "stages": {k: latency_summary(v) for k, v in self.stages_ms.items()},
+            "overhead": latency_summary(self.overhead_ms),
+            "overhead_per_inference": self.overhead_ratio,
             "end_to_end": latency_summary(self.end_to_end_ms),
             "model_only": mo,
             "fps": self.frames / (e2e / 1e3) if e2e > 0 else None,
@@ -432,7 +450,10 @@ def bench_backend(
         e2e: list[float] = []
         model_only: list[float] = []
         seq = 0
-        with open_source(camera) as source:
+        source = open_source(camera)
+        if inspector.attach(source):
+            notes.append(f"camera registers depth at the working grid {inspector.working_grid}")
+        with source:
             for i in range(warmup + frames):
                 t0 = time.perf_counter()
                 try:
@@ -496,6 +517,7 @@ def format_table(result: BenchResult) -> str:
     ]
     rows = [
         *((s, d["stages"][s]) for s in STAGES),
+        ("overhead", d["overhead"]),
         ("end_to_end", d["end_to_end"]),
         ("model_only", d["model_only"]),
     ]
@@ -504,6 +526,11 @@ def format_table(result: BenchResult) -> str:
             f"  {name:<13}{st['p50_ms']:>9.2f}{st['p90_ms']:>9.2f}"
             f"{st['p99_ms']:>9.2f}{st['max_ms']:>9.2f}"
         )
+    ratio = d["overhead_per_inference"]
+    lines.append(
+        "  overhead = every stage but inference"
+        + (f"; overhead / inference {ratio:.2f} (p50s)" if ratio is not None else "")
+    )
     lines.append(
         f"  throughput   {d['fps']:.2f} frames/s end to end (sequential), "
         f"{d['model_fps']:.2f} frames/s model only"
@@ -590,6 +617,13 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
         "peak (known GPUs are looked up)",
     )
     parser.add_argument(
+        "--stage-threads",
+        type=int,
+        default=1,
+        help="OpenCV threads for the stages around the model (default 1: a Jetson's CPU cores "
+        "are shared with capture, MQTT and the OS; 0 = OpenCV's default)",
+    )
+    parser.add_argument(
         "--publish",
         choices=["auto", "mqtt", "outbox"],
         default="auto",
@@ -605,6 +639,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.warmup < 0:
         raise ValueError("--frames must be >= 1 and --warmup >= 0")
+    stage_threads = getattr(args, "stage_threads", 1)
+    if stage_threads:
+        import cv2
+
+        cv2.setNumThreads(int(stage_threads))
     specs = args.backend or ["auto"]
     for spec in specs:
         parse_backend_spec(spec)  # fail before anything starts
@@ -622,6 +661,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"publish stage: {publish.mode}")
         print(
             f"camera: {camera}; {args.frames} frames after {args.warmup} warm-up; "
+            f"OpenCV threads for the stages: {stage_threads or 'default'}; "
             f"machine: {machine['cpu_model']} ({machine['cpu_cores_usable']} cores)"
             + (f", GPU {machine['gpus'][0]['name']}" if machine["gpus"] else ", no GPU")
         )
@@ -664,6 +704,7 @@ def run_bench(args: argparse.Namespace) -> int:
             "camera": camera,
             "frames": args.frames,
             "warmup": args.warmup,
+            "stage_threads": stage_threads,
             "publish": publish.mode,
             "backends": {r.label: r.as_dict() for r in results},
             "comparison": comps,

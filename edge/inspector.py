@@ -145,7 +145,8 @@ class Inspector:
         score = float(maps.fused[0].max())
         rgb_score, x3d_score = float(maps.rgb[0].max()), float(maps.x3d[0].max())
         if pose is not None:
-            maps = ScoredMaps(*(pose.to_camera(m) for m in (maps.fused, maps.rgb, maps.x3d)))
+            turned = pose.to_camera(np.concatenate([maps.fused, maps.rgb, maps.x3d]))
+            maps = ScoredMaps(*(turned[i:i + 1] for i in range(3)))
         fused = maps.fused[0]
         regions = (
             defect_regions(fused, self.threshold, self.min_region_px)

@@ -67,10 +67,16 @@ class Pose:
         m = (to_s @ np.vstack([self.matrix, [0, 0, 1]]) @ to_px)[:2]
         flat = arr.reshape(-1, arr.shape[-2], s)
         out = np.empty_like(flat)
-        for i, one in enumerate(flat):
-            border = float(one.min()) if fill is None else float(fill)
-            out[i] = cv2.warpAffine(one, m, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                    borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+        # up to four maps in one warp (OpenCV warps channels together; border value per map)
+        for i in range(0, len(flat), 4):
+            chunk = flat[i:i + 4]
+            border = [float(m.min()) if fill is None else float(fill) for m in chunk]
+            src = chunk[0] if len(chunk) == 1 else np.ascontiguousarray(chunk.transpose(1, 2, 0))
+            warped = cv2.warpAffine(
+                src, m, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=border + [0.0] * (4 - len(border)),
+            )
+            out[i:i + 4] = warped[None] if len(chunk) == 1 else warped.transpose(2, 0, 1)
         return out.reshape(arr.shape)
 
 

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge.backends import create_backend
 from edge.bundle import MODEL_FP32, Bundle, load_bundle
@@ -71,7 +71,12 @@ class Station:
     publisher: MqttPublisher | None
     broker: LocalBroker | None
     loop: RunLoop
-    delivery: Delivery | None = None  # filled when the publisher closes
+    outcome: list[Delivery] = field(default_factory=list)  # filled when the publisher closes
+
+    @property
+    def delivery(self) -> Delivery | None:
+        """What became of the verdicts at the broker, once the publisher has closed."""
+        return self.outcome[0] if self.outcome else None
 
 
 @dataclass
@@ -96,13 +101,13 @@ class Delivery:
         return text
 
 
-def _close_publisher(publisher: MqttPublisher, station: Station) -> None:
+def _close_publisher(publisher: MqttPublisher, outcome: list[Delivery]) -> None:
     left = publisher.close(timeout=10.0)
-    station.delivery = Delivery(
+    outcome.append(Delivery(
         delivered=publisher.stats["delivered"], refused=publisher.stats["refused"],
         waiting=left, refused_kept=publisher.outbox.refused_count,
         outbox=str(publisher.outbox.path),
-    )
+    ))
 
 
 def _probe_broker_once(config: StationConfig) -> None:
@@ -147,6 +152,7 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
 
         broker: LocalBroker | None = None
         publisher: MqttPublisher | None = None
+        outcome: list[Delivery] = []
         sinks: list = []
         if mqtt_enabled:
             if config.mqtt.url is None:
@@ -167,6 +173,7 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
                 outbox = Outbox(path, config.outbox.max_messages, config.outbox.synchronous)
                 stack.callback(outbox.close)
                 publisher = MqttPublisher(config, outbox, model=ref).start()
+                stack.callback(_close_publisher, publisher, outcome)
                 if broker is None:  # our own local broker has no ACL to probe
                     _probe_broker_once(config)
                 hm = config.publish.heatmap
@@ -177,16 +184,15 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
         counter = iter(range(1 << 62))
         next_seq = publisher.next_sequence if publisher is not None else lambda: next(counter)
         kind = parse_spec(config.camera.source)[0]
-        source = stack.enter_context(open_source(config.camera.source, config.camera))
+        source = open_source(config.camera.source, config.camera)
+        inspector.attach(source)  # a camera registers depth at the bundle's working grid
+        source = stack.enter_context(source)
         loop = RunLoop(
             source, inspector, verdict_emitter(config.station, ref, next_seq, sinks),
             live=kind in LIVE_KINDS, queue_size=config.runtime.capture_queue,
             max_frames=max_frames,
         )
-        station = Station(config, bundle, inspector, publisher, broker, loop)
-        if publisher is not None:
-            # Registered after the source: closed before it, once the loop has finished.
-            stack.callback(_close_publisher, publisher, station)
+        station = Station(config, bundle, inspector, publisher, broker, loop, outcome)
         limits = DegradeLimits(**config.health.model_dump())
         monitor = StationMonitor(loop, HealthReporter.from_env(limits=limits), publisher,
                                  config.publish.metrics_period_s).start()

@@ -266,16 +266,20 @@ def export_model_bundle(
     backbone: str,
     modality: str = "depth",
     fp16: bool = False,
+    **preprocess,
 ) -> Path:
     """Bundle a model that has no run directory (benchmarks, tests): graphs + a bare manifest.
 
     No score statistics, threshold or provenance: not for a station, only for timing/parity.
+    ``preprocess``: more `PreprocessConfig` fields (default: the working pipeline).
     """
     from edge.preprocess import PreprocessConfig
 
     out = Path(out_dir)
     _prepare_out_dir(out)
-    pre = PreprocessConfig(image_size=image_size, modality=modality, pipeline="working")
+    pre = PreprocessConfig(
+        image_size=image_size, modality=modality, **{"pipeline": "working", **preprocess}
+    )
     norm = (tuple(pre.mean), tuple(pre.std))
     files = {MODEL_FP32: FILE_NAMES[MODEL_FP32]}
     export_onnx(model, out / files[MODEL_FP32], image_size, norm=norm)
