@@ -102,3 +102,15 @@ def test_real_db3_recording_passes_the_file_check(tmp_path):
 
     rec = make_recording(tmp_path / "ok.db3", n=3)
     RealSenseSource(rec.path)  # no SourceError: the check accepts what librealsense writes
+
+
+def test_recording_without_a_depth_colour_pair_exits_non_zero(tmp_path, capsys):
+    from rs_fixtures import make_recording, rs_or_skip
+
+    rs_or_skip()
+    rec = make_recording(tmp_path / "colour-only.db3", n=4, depth_missing=(0, 1, 2, 3))
+    bundle = write_toy_bundle(tmp_path / "bundle", size=SIZE, fp16=False)
+    rc, stdout, stderr = _run(capsys, "--bundle", str(bundle), "--camera", f"file:{rec.path}")
+    assert rc == 5, stdout + stderr
+    line = [ln for ln in stderr.splitlines() if ln.startswith("trd-edge run:")]
+    assert len(line) == 1 and "no depth+colour frame pair" in line[0]
