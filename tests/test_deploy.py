@@ -262,6 +262,7 @@ def test_install_host_dry_run(tmp_path: Path) -> None:
     assert f"pip install --quiet --upgrade {REPO}[realsense,trt]" in out
     assert "/etc/udev/rules.d/99-trd-edge-realsense.rules" in out
     assert "/etc/systemd/system/trd-edge.service" in out
+    assert "/etc/systemd/system/trd-edge-gpu.service" in out  # desktop GPU: nvidia-uvm first
     assert "systemctl enable trd-edge.service" in out or shutil.which("systemctl") is None
     assert "usermod --append --groups plugdev,video trd-edge" in out
     refused = subprocess.run(
@@ -321,6 +322,45 @@ def test_unit_has_supervision_and_sandboxing() -> None:
     assert clocks[("Unit", "Before")] == "trd-edge.service"
 
 
+def test_desktop_gpu_unit_loads_nvidia_uvm_before_the_station() -> None:
+    """NoNewPrivileges + no capabilities: the station cannot run the setuid nvidia-modprobe."""
+    station = _unit_entries(UNIT)
+    wants = [v for s, k, v in station if (s, k) in (("Unit", "Wants"), ("Unit", "After"))]
+    assert "trd-edge-gpu.service" in " ".join(wants).split()
+    assert ("Unit", "Requires", "trd-edge-gpu.service") not in station  # skipped on a Jetson
+    gpu = {(s, k): v for s, k, v in _unit_entries(DEPLOY / "systemd" / "trd-edge-gpu.service")}
+    assert gpu[("Service", "ExecStart")] == "/usr/bin/nvidia-modprobe -u -c0"
+    assert gpu[("Service", "Type")] == "oneshot" and gpu[("Service", "User")] == "root"
+    assert gpu[("Unit", "Before")] == "trd-edge.service"
+    assert gpu[("Unit", "ConditionPathExists")] == "/usr/bin/nvidia-modprobe"
+    sandbox = {"NoNewPrivileges", "CapabilityBoundingSet", "DevicePolicy", "PrivateDevices"}
+    assert not sandbox & {k for _, k in gpu}, "the helper must be able to load a module"
+    # the loading is not left to an ExecStartPre= of the sandboxed unit: its device allow-list
+    # is fixed before ExecStartPre= runs, and mknod of the uvm nodes is denied there
+    assert not any("nvidia-modprobe" in v for s, k, v in station if k.startswith("Exec"))
+
+
+def test_unit_allows_the_nvidia_nodes_cuda_opens() -> None:
+    allowed = {v for s, k, v in _unit_entries(UNIT) if (s, k) == ("Service", "DeviceAllow")}
+    for node in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools",
+                 "/dev/nvidia-modeset"):  # fmt: skip
+        assert f"{node} rw" in allowed, node
+    for cls in ("char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps"):
+        assert f"{cls} rw" in allowed, cls  # /dev/nvidia0.. and MIG capabilities by major
+    assert ("Service", "DevicePolicy", "closed") in _unit_entries(UNIT)
+
+
+def test_clocks_unit_leaves_the_station_state_alone() -> None:
+    """A root unit with StateDirectory=trd-edge would chown the station's state to root."""
+    entries = _unit_entries(DEPLOY / "systemd" / "trd-edge-clocks.service")
+    dirs = {k: v for s, k, v in entries if k.endswith("Directory")}
+    assert dirs.get("RuntimeDirectory") == "trd-edge-clocks"
+    assert "trd-edge" not in " ".join(dirs.values()).split(), dirs
+    assert not any("/var/lib/trd-edge" in v for _, _, v in entries)
+    stored = [v for s, k, v in entries if "jetson_clocks --" in v]
+    assert stored and all("/run/trd-edge-clocks/jetson_clocks.conf" in v for v in stored)
+
+
 def _verify(folder: Path, *units: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *[f"./{u}" for u in units]],
@@ -343,11 +383,17 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         text.replace("/opt/trd-edge/venv/bin/trd-edge", str(fake))
     )
     shutil.copy(DEPLOY / "systemd" / "trd-edge-clocks.service", tmp_path)
+    # nvidia-modprobe is not installed here either: same stand-in
+    gpu_unit = (DEPLOY / "systemd" / "trd-edge-gpu.service").read_text()
+    assert "ExecStart=/usr/bin/nvidia-modprobe -u -c0" in gpu_unit
+    (tmp_path / "trd-edge-gpu.service").write_text(
+        gpu_unit.replace("ExecStart=/usr/bin/nvidia-modprobe", f"ExecStart={fake}")
+    )
     dropins = tmp_path / "trd-edge.service.d"
     dropins.mkdir()
     for conf in ("jetson-devices.conf", "watchdog.conf"):
         shutil.copy(DEPLOY / "systemd" / conf, dropins)
-    res = _verify(tmp_path, "trd-edge.service", "trd-edge-clocks.service")
+    res = _verify(tmp_path, "trd-edge.service", "trd-edge-clocks.service", "trd-edge-gpu.service")
     assert res.returncode == 0, res.stderr
     # verify warns (exit 0) about unknown keys: our files must produce no warning at all
     problems = [
@@ -362,6 +408,59 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- containers
+
+
+def _run_lines(dockerfile: Path) -> list[str]:
+    """The RUN instructions of a Dockerfile, continuation lines joined."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    return [line for line in text.splitlines() if line.startswith("RUN ")]
+
+
+def test_jetson_image_checks_tensorrt_when_it_runs_not_when_it_is_built() -> None:
+    """JetPack 6 mounts TensorRT's libraries into running containers only."""
+    dockerfile = DEPLOY / "jetson" / "Dockerfile"
+    runs = _run_lines(dockerfile)
+    assert runs and not any("import tensorrt" in r or "tensorrt" in r.split("pip install")[-1]
+                            for r in runs), runs  # fmt: skip
+    assert any('python -c "import edge.cli' in r for r in runs)  # the install still checked
+    header = dockerfile.read_text().split("ARG L4T_TAG")[0]
+    assert "DOCKER_BUILDKIT=0 docker build -f deploy/jetson/Dockerfile" in header
+    assert '"default-runtime": "nvidia"' in header and "/etc/docker/daemon.json" in header
+    assert "buildx --platform" not in dockerfile.read_text()  # no cross-build that cannot work
+    assert not dockerfile.read_text().startswith("# syntax=")  # classic builder, offline
+    run = (DEPLOY / "jetson" / "docker-run.sh").read_text()
+    check = run.split("exec docker run")[0]
+    assert "docker run --rm --runtime nvidia --entrypoint python" in check
+    assert "tensorrt_problem" in check and "exit 1" in check
+
+
+def test_trt_extra_gives_a_cuda_python_jetpack_6_runs() -> None:
+    """cuda-python 13.x needs a driver >= 580; JetPack 6's is 540 (CUDA 12.6)."""
+    tomllib = pytest.importorskip("tomllib")
+    from packaging.requirements import Requirement
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    jetson = {"platform_machine": "aarch64", "python_version": "3.10", "sys_platform": "linux"}
+    desktop = {"platform_machine": "x86_64", "python_version": "3.12", "sys_platform": "linux"}
+    for env in (jetson, desktop):
+        reqs = [Requirement(r) for r in extras["trt"]]
+        cuda = [r for r in reqs if r.name == "cuda-python" and (r.marker is None
+                or r.marker.evaluate(env))]  # fmt: skip
+        assert len(cuda) == 1, env
+        # the versions the resolver offers (12.9.10 is the newest with a cp310 aarch64 wheel)
+        assert cuda[0].specifier.contains("12.9.10") and cuda[0].specifier.contains("12.6.0")
+        assert not cuda[0].specifier.contains("13.0.0") and not cuda[0].specifier.contains("13.4.4")
+    cuda13 = [Requirement(r) for r in extras["trt-cuda13"]]
+    assert [r.name for r in cuda13] == ["cuda-python"] and cuda13[0].specifier.contains("13.4.4")
+    # the recipes install [trt], never a cuda-python of their own
+    installs = [*_run_lines(DEPLOY / "jetson" / "Dockerfile"),
+                *_run_lines(DEPLOY / "desktop" / "Dockerfile"),
+                *[line for line in (DEPLOY / "jetson" / "install_host.sh").read_text().splitlines()
+                  if "pip install" in line]]  # fmt: skip
+    assert installs and not any("cuda-python" in line or "cuda-bindings" in line
+                                for line in installs)  # fmt: skip
 
 
 @pytest.mark.parametrize("target", ["jetson", "desktop"])

@@ -13,7 +13,8 @@
 #   /opt/trd-edge/venv          Python venv (system site packages visible: JetPack's TensorRT)
 #   user trd-edge               system user, groups plugdev + video (camera, GPU)
 #   /etc/udev/rules.d/99-trd-edge-realsense.rules
-#   /etc/systemd/system/trd-edge.service (+ trd-edge-clocks.service and a device drop-in on Jetson)
+#   /etc/systemd/system/trd-edge.service, trd-edge-gpu.service (desktop GPU: loads nvidia-uvm)
+#                               (+ trd-edge-clocks.service and a device drop-in on Jetson)
 #   /etc/trd-edge/station.yaml  config (from deploy/station.example.yaml, edit it)
 #   /etc/trd-edge/station.env   secrets, e.g. TRD_EDGE_MQTT_PASSWORD=... (mode 0640)
 #   /var/lib/trd-edge           bundle, engines, outbox (owned by trd-edge)
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
     --extras) extras="${2:?--extras needs a list}"; shift 2 ;;
     --start) start=1; shift ;;
     --dry-run) dry=1; shift ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install_host.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -124,6 +125,8 @@ run install -d -m 0750 -o "$user" -g "$user" "$state" "$state/outbox"
 
 step "systemd units"
 run install -m 0644 "$deploy/systemd/trd-edge.service" "$unit_dir/trd-edge.service"
+# pulled in by trd-edge.service (Wants=): loads nvidia-uvm on a desktop GPU, a no-op on a Jetson
+run install -m 0644 "$deploy/systemd/trd-edge-gpu.service" "$unit_dir/trd-edge-gpu.service"
 if [ "$prefix" != /opt/trd-edge ]; then
   run sed -i "s|/opt/trd-edge/|$prefix/|g" "$unit_dir/trd-edge.service"
 fi
