@@ -129,6 +129,7 @@ def test_execute_async_v3_false_raises(bundle, rt, knobs):
     knobs.execute_returns = False
     with pytest.raises(BackendError, match="execute_async_v3"):
         be.infer(*frames())
+    assert all(not queue for queue in rt.streams.values())  # no copy left in flight
     knobs.execute_returns = True  # the next frame works again
     rgb, x3d = frames(3)
     np.testing.assert_allclose(be.infer(rgb, x3d)[0], expected(rgb, x3d)[0], rtol=1e-6)

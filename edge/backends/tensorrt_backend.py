@@ -184,6 +184,8 @@ class TensorRTBackend(Backend):
             self._copy(b.device_ptr, b.host_ptr, b.nbytes, h2d)
         cuda_check(cudart.cudaEventRecord(ev[1], self.stream), "event")
         if not self.context.execute_async_v3(self._stream_handle):
+            # let the queued input copies finish before the next frame refills the buffers
+            cudart.cudaStreamSynchronize(self.stream)
             raise BackendError("TensorRT execute_async_v3 failed (see TensorRT log)")
         cuda_check(cudart.cudaEventRecord(ev[2], self.stream), "event")
         for name in OUTPUT_NAMES:
