@@ -485,6 +485,11 @@ class MqttPublisher:
                 else:
                     keep.append((msg, info))
             self._inflight = keep
+            # Refusals of what is not a tracked verdict (status, metrics) must not linger: after
+            # the message ids wrap around they would mark a later verdict refused.
+            live = {info.mid for _, info in keep}
+            for mid in [m for m in self._refusals if m not in live]:
+                del self._refusals[mid]
         if done:
             self.outbox.ack_many(done)
             self.stats["delivered"] += len(done)

@@ -82,6 +82,9 @@ def test_refused_verdicts_are_kept_counted_logged_and_sent_after_the_fix(tmp_pat
             assert {r.reason_code for r in box.refused(10)} == {0x87}
             assert box.counters["acked_total"] == 0 and box.counters["refused_total"] == 4
             assert pub.stats["delivered"] == 0
+            # The refused `online` status is not a verdict: its refusal must not linger (a
+            # later verdict reusing its message id would be taken for refused).
+            wait_until(lambda: not pub._refusals, 2, "stale refusals pruned")
             assert pub.outbox_state()["outbox_refused"] == 4
             line = next(r.getMessage() for r in caplog.records if "refused" in r.getMessage()
                         and "sequence" in r.getMessage())  # fmt: skip
