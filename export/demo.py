@@ -41,6 +41,7 @@ class DemoRecipe(BaseModel):
     batch_size: int = 8
     teacher_weights: str = "offline"  # shipped fractal-pretrained teacher, no download
     align: str = "principal-axis"  # parts lie at any angle on the synthetic conveyor
+    preprocess: str = "working"  # the 3D image at the model's size: cost follows the model
     seed: int = 0
 
     @classmethod
@@ -104,7 +105,7 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
         data_root=str(data), category=recipe.category, modality=recipe.modality,
         backbone=recipe.backbone, image_size=recipe.image_size, epochs=recipe.epochs,
         batch_size=recipe.batch_size, teacher_weights=recipe.teacher_weights, seed=recipe.seed,
-        align=recipe.align, sobel_ksize=recipe.sobel_ksize,
+        align=recipe.align, sobel_ksize=recipe.sobel_ksize, preprocess=recipe.preprocess,
     )
     train(cfg, run)
     res = evaluate(run, data, recipe.category, progress=False)

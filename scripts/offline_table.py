@@ -36,27 +36,31 @@ def main() -> None:
     p.add_argument("--align", default="principal-axis", choices=["none", "principal-axis"])
     p.add_argument("--augment", default="none", choices=["none", "rot90"])
     p.add_argument("--sobel-ksize", type=int, default=None, help="default: per category")
+    p.add_argument("--preprocess", default="working", choices=["working", "reference"])
+    p.add_argument("--data-size", type=int, default=None,
+                   help="render the data at this size (default: --image-size)")
     p.add_argument("--jsonl", type=Path, default=None)
     a = p.parse_args()
 
-    print("| teacher | align | Sobel | category | seed | colour | geometry | both | "
+    print("| teacher | align | preprocess | Sobel | category | seed | colour | geometry | both | "
           "fused I-AUROC | P-AUROC | AUPRO@0.3 | train s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    data_size = a.data_size or a.image_size
     for seed in a.seeds:
-        data = a.out / f"data-{a.image_size}-n{a.n_train}-s{seed}"
+        data = a.out / f"data-{data_size}-n{a.n_train}-s{seed}"
         if not data.is_dir():  # 20 good + 20 per defect type in test: AUROC steps of 1/400
-            write_dataset(data, categories=("puck", "bracket"), image_size=a.image_size,
+            write_dataset(data, categories=("puck", "bracket"), image_size=data_size,
                           n_train=a.n_train, n_validation=12, n_test_good=20,
                           n_test_per_defect=20, seed=seed, progress=False)
         for cat in a.categories:
             tag = (f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}"
-                   f"-k{a.sobel_ksize}-s{seed}")
+                   f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}-s{seed}")
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality="normal", backbone="resnet18",
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
-                sobel_ksize=a.sobel_ksize,
+                sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)
@@ -64,9 +68,9 @@ def main() -> None:
             res = evaluate(run, data, cat, progress=False)
             per = {k: v["image_auroc"] for k, v in res["per_defect_type"].items()}
             f = res["fused"]
-            print(f"| {a.teacher} | {a.align} | {cfg.sobel_ksize or 'default'} | {cat} | {seed} | "
-                  f"{per['color']:.2f} | "
-                  f"{per['geometry']:.2f} | {per['both']:.2f} | {f['image_auroc']:.2f} | "
+            print(f"| {a.teacher} | {a.align} | {a.preprocess} | {cfg.sobel_ksize or 'default'} | "
+                  f"{cat} | {seed} | {per['color']:.3f} | "
+                  f"{per['geometry']:.3f} | {per['both']:.3f} | {f['image_auroc']:.3f} | "
                   f"{f['pixel_auroc']:.2f} | {f['aupro@0.3']:.2f} | {seconds:.0f} |", flush=True)
             if a.jsonl:
                 with a.jsonl.open("a") as fh:

@@ -108,16 +108,17 @@ def _video_stream(rs: Any, kind: Any, uid: int, fmt: Any, bpp: int, fps: int, in
     return vs
 
 
-def _unpack(item: Sequence[Any], index: int, fps: int) -> tuple[Any, Any, int, float]:
-    if not 2 <= len(item) <= 4:
+def _unpack(item: Sequence[Any], index: int, fps: int) -> tuple[Any, Any, int, float, float]:
+    if not 2 <= len(item) <= 5:
         raise ValueError(
-            f"frame {index}: expected (rgb, depth[, frame_number[, timestamp_ms]]), "
-            f"got {len(item)} items"
+            f"frame {index}: expected (rgb, depth[, frame_number[, timestamp_ms[, "
+            f"color_timestamp_ms]]]), got {len(item)} items"
         )
     rgb, depth = item[0], item[1]
     number = int(item[2]) if len(item) > 2 and item[2] is not None else index
     stamp = float(item[3]) if len(item) > 3 and item[3] is not None else number * 1000.0 / fps
-    return rgb, depth, number, stamp
+    c_stamp = float(item[4]) if len(item) > 4 and item[4] is not None else stamp
+    return rgb, depth, number, stamp, c_stamp
 
 
 class _Delivered:
@@ -161,13 +162,15 @@ def write_recording(
     pace: bool = True,
     color_intrinsics: Intrinsics | None = None,
     depth_to_color: Extrinsics | None = None,
+    with_color: bool = True,
 ) -> int:
     """Record RGB-D frames into a RealSense ``.db3`` file; returns the number of frames pushed.
 
     Args:
         path: output file, must end in ``.db3``.
         frames: items ``(rgb, depth)``, ``(rgb, depth, frame_number)`` or
-            ``(rgb, depth, frame_number, timestamp_ms)``: ``rgb`` H×W×3 uint8 RGB, ``depth``
+            ``(rgb, depth, frame_number, timestamp_ms[, color_timestamp_ms])`` (the colour
+            frame's own timestamp, to record depth/colour skew): ``rgb`` H×W×3 uint8 RGB, ``depth``
             H×W uint16 in ``depth_units``. Frame numbers default to the item index and
             timestamps to ``frame_number / fps``. Pass ``None`` for ``rgb`` or ``depth`` to
             simulate a camera that lost that stream's frame (the pair then plays back with the
@@ -178,6 +181,8 @@ def write_recording(
             lens), as a D435 delivers depth 1280×720 with colour 1920×1080.
         depth_to_color: extrinsics from the depth to the colour sensor; default identity
             (depth already registered to colour, as for a synthetic scene).
+        with_color: False records a depth stream only (as some recordings of the RealSense
+            tools are); ``rgb`` items are then ignored.
         depth_units: metres per depth unit, written as the depth sensor's read-only option.
         fps: nominal stream rate written into the stream profiles.
         serial: serial number the recorded device reports.
@@ -222,16 +227,19 @@ def write_recording(
     device.create_matcher(rs.matchers.default)
 
     recorder = rs.recorder(str(path), device)
+    sensors = [depth_sensor, color_sensor] if with_color else [depth_sensor]
     depth_sensor.open(depth_profile)
-    color_sensor.open(color_profile)
+    if with_color:
+        color_sensor.open(color_profile)
     delivered = _Delivered()
     depth_sensor.start(delivered.callback("depth"))
-    color_sensor.start(delivered.callback("color"))
+    if with_color:
+        color_sensor.start(delivered.callback("color"))
     count = 0
     try:
         pacer = Pacer(fps if pace else None)
         for index, item in enumerate(frames):
-            rgb, depth, number, stamp = _unpack(item, index, fps)
+            rgb, depth, number, stamp, c_stamp = _unpack(item, index, fps)
             pacer.wait(float("inf"))
             if depth is not None:
                 depth = np.ascontiguousarray(depth)
@@ -247,7 +255,7 @@ def write_recording(
                 sw.depth_units = float(depth_units)
                 depth_sensor.on_video_frame(sw)
                 delivered.wait("depth", number)
-            if rgb is not None:
+            if rgb is not None and with_color:
                 rgb = np.ascontiguousarray(rgb)
                 if rgb.shape != (ch, cw, 3) or rgb.dtype != np.uint8:
                     raise ValueError(
@@ -256,13 +264,13 @@ def write_recording(
                     )
                 sw = rs.software_video_frame()
                 sw.pixels, sw.stride, sw.bpp = rgb, cw * 3, 3
-                sw.timestamp, sw.domain = stamp, rs.timestamp_domain.hardware_clock
+                sw.timestamp, sw.domain = c_stamp, rs.timestamp_domain.hardware_clock
                 sw.frame_number, sw.profile = number, color_profile
                 color_sensor.on_video_frame(sw)
                 delivered.wait("color", number)
             count += 1
     finally:
-        for sensor in (depth_sensor, color_sensor):
+        for sensor in sensors:
             sensor.stop()
             sensor.close()
         # The recorder finalises the file when it is destroyed.

@@ -1,0 +1,148 @@
+"""The station on recordings shaped like a real D435's (issues 11 and 18): depth 1280×720 with
+colour 1920×1080, a skewed 6 fps pair, a depth-only file. Real `trd-edge run` processes, a real
+mosquitto, real onnxruntime sessions (the toy bundle of conftest_export)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from broker import Subscriber, start_broker, wait_until  # noqa: E402
+from conftest_export import write_toy_bundle  # noqa: E402
+from rs_fixtures import rs_or_skip  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 64
+
+pytestmark = [pytest.mark.realsense, pytest.mark.mqtt]
+
+
+def _run(bundle: Path, camera: str, tmp_path: Path, port: int | None, *extra: str):
+    mqtt = f"mqtt://127.0.0.1:{port}" if port else "none"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "--bundle", str(bundle), "--camera", camera,
+         "--mqtt", mqtt, "--station", "st1", "--quiet",
+         "--outbox", str(tmp_path / f"outbox-{bundle.name}.sqlite3"), *extra],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+
+
+def _verdicts(bundle: Path, camera: str, tmp_path: Path) -> list[dict]:
+    broker = start_broker(tmp_path / f"broker-{bundle.name}")
+    sub = Subscriber(broker.port, "trd/st1/verdict", client_id=f"mes-{bundle.name}")
+    try:
+        proc = _run(bundle, camera, tmp_path, broker.port)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        made = int(proc.stdout.split(" verdicts (")[0].split()[-1])
+        wait_until(lambda: len(set(sub.verdict_sequences())) >= made, 20, "all verdicts")
+        return [m.json() for m in sub.on("verdict")]
+    finally:
+        sub.close()
+        broker.cleanup()
+
+
+@pytest.fixture(scope="module")
+def hd_recording(tmp_path_factory) -> tuple[Path, list[dict]]:
+    rs_or_skip()
+    from edge.sources.rs_scenes import write_camera_recording
+
+    path = tmp_path_factory.mktemp("hd") / "d435-hd.db3"
+    truth = write_camera_recording(path, "puck", n_frames=5, depth_size=(1280, 720),
+                                   color_size=(1920, 1080), scene_size=256, seed=5,
+                                   defect_rate=1.0)
+    return path, truth
+
+
+def test_hd_recording_one_verdict_per_frame_regions_in_camera_pixels(
+    hd_recording, tmp_path: Path
+) -> None:
+    """Depth registered at the 64² working grid must give the verdicts full-resolution
+    registration (rs.align + the reference pipeline) gives, with boxes in 1920×1080 pixels."""
+    rec, _ = hd_recording
+    # toy 'model': map = |normalised depth image| and rgb² → regions where the part stands
+    kw = {"modality": "depth", "plane_distance": 0.002}
+    working = write_toy_bundle(tmp_path / "working", size=SIZE, fp16=False,
+                               pipeline="working", **kw)
+    reference = write_toy_bundle(tmp_path / "reference", size=SIZE, fp16=False,
+                                 pipeline="reference", **kw)
+    fast = {v["frame_number"]: v for v in _verdicts(working, f"file:{rec}", tmp_path)}
+    slow = {v["frame_number"]: v for v in _verdicts(reference, f"file:{rec}", tmp_path)}
+    # one verdict per frame the recording delivered (playback may drop the first pair)
+    assert len(fast) >= 4 and sorted(fast) == sorted(set(fast))
+    assert set(fast) == set(slow)
+    cell_x, cell_y = 1920 / SIZE, 1080 / SIZE
+    boxes_seen = 0
+    for n, v in fast.items():
+        ref = slow[n]
+        assert v["image_score"] == pytest.approx(ref["image_score"], rel=0.05, abs=0.05)
+        assert v["decision"] == ref["decision"]
+        # regions of at least 1 % of the image (specks at the threshold may differ)
+        big = [r for r in v["regions"] if r["area_fraction"] >= 0.01]
+        big_ref = [r for r in ref["regions"] if r["area_fraction"] >= 0.01]
+        assert len(big) == len(big_ref)
+        for a, b in zip(big, big_ref, strict=True):
+            boxes_seen += 1
+            assert a["x"] + a["w"] <= 1920 and a["y"] + a["h"] <= 1080
+            assert abs(a["x"] - b["x"]) <= 2 * cell_x and abs(a["y"] - b["y"]) <= 2 * cell_y
+            assert abs(a["w"] - b["w"]) <= 3 * cell_x and abs(a["h"] - b["h"]) <= 3 * cell_y
+    assert boxes_seen >= 1
+    # boxes are in camera pixels, not in the 64-pixel model grid
+    assert max(r["x"] + r["w"] for v in fast.values() for r in v["regions"]) > 4 * SIZE
+
+
+def _skewed_recording(path: Path, skew_ms: float, fps: int = 6, n: int = 4) -> Path:
+    from rs_fixtures import DEPTH_UNITS
+
+    from edge.frames import Intrinsics
+    from edge.sources.rs_software import write_recording, xyz_to_depth
+    from edge.synthetic import SceneGenerator
+
+    gen = SceneGenerator("puck", image_size=SIZE, seed=1)
+    fx, fy, cx, cy = gen.intrinsics
+    intr = Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=SIZE, height=SIZE,
+                      depth_scale=DEPTH_UNITS)
+    items = []
+    for i in range(n):
+        scene = gen.sample("good")
+        t = i * 1000.0 / fps
+        items.append((scene.rgb, xyz_to_depth(scene.xyz, DEPTH_UNITS), i, t, t + skew_ms))
+    write_recording(path, items, intr, depth_units=DEPTH_UNITS, fps=fps)
+    return path
+
+
+def test_skewed_pairs_need_the_documented_tolerance(tmp_path: Path) -> None:
+    """Issue 11 item 8: a 6 fps recording whose pairs are 268 ms apart gave 0 verdicts and
+    exit 0. Now: a non-zero exit with the reason and the option, and the option works."""
+    rs_or_skip()
+    rec = _skewed_recording(tmp_path / "skew.db3", skew_ms=68.0)
+    bundle = write_toy_bundle(tmp_path / "bundle", size=SIZE, fp16=False)
+    strict = _run(bundle, f"file:{rec}", tmp_path, None)
+    assert strict.returncode != 0
+    out = strict.stdout + strict.stderr
+    assert "max_sync_skew_ms" in out and "ms apart" in out
+    relaxed = _run(bundle, f"file:{rec}?max_sync_skew_ms=100", tmp_path, None)
+    assert relaxed.returncode == 0, relaxed.stdout + relaxed.stderr
+    assert int(relaxed.stdout.split(" verdicts (")[0].split()[-1]) >= 3
+
+
+def test_depth_only_recording_is_refused_with_the_reason(tmp_path: Path) -> None:
+    rs_or_skip()
+    from edge.frames import Intrinsics
+    from edge.sources.rs_software import write_recording
+
+    intr = Intrinsics(fx=60.0, fy=60.0, cx=31.5, cy=31.5, width=SIZE, height=SIZE,
+                      depth_scale=0.001)
+    depth = np.full((SIZE, SIZE), 500, np.uint16)
+    rec = tmp_path / "depth-only.db3"
+    write_recording(rec, [(None, depth, i) for i in range(3)], intr, with_color=False)
+    bundle = write_toy_bundle(tmp_path / "bundle", size=SIZE, fp16=False)
+    proc = _run(bundle, f"file:{rec}", tmp_path, None)
+    assert proc.returncode != 0
+    assert "no color stream" in proc.stdout + proc.stderr
