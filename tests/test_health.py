@@ -153,3 +153,22 @@ def test_sd_notify_sends_ready_and_watchdog(tmp_path: Path, monkeypatch) -> None
         server.close()
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert sd_notify("WATCHDOG=1") is False
+
+
+def test_check_strict_fails_a_degraded_station(tmp_path: Path, capsys) -> None:
+    from edge.health import DegradeLimits
+
+    path = tmp_path / "h.json"
+    rep = HealthReporter(path, None, limits=DegradeLimits(broker_away_s=10))
+    rep.update(_running(outbox_capacity=100, outbox_depth=3, broker_away_s=42.0,
+                        broker_connected=False))  # fmt: skip
+    assert json.loads(path.read_text())["status"] == "degraded"
+    assert main(["check", "--file", str(path)]) == 0  # alive: a restart would not help
+    assert "degraded: broker unreachable for 42s" in capsys.readouterr().out
+    assert main(["check", "--file", str(path), "--strict"]) == 1
+    rep.update(_running(outbox_capacity=100, outbox_refused=2))
+    assert "2 verdicts refused" in json.loads(path.read_text())["degraded"][0]
+    rep.update(_running(outbox_capacity=100))
+    assert json.loads(path.read_text())["status"] == "ok"
+    assert main(["check", "--file", str(path), "--strict"]) == 0
+    rep.close()
