@@ -41,6 +41,7 @@ from edge.geometry import depth_to_xyz
 from edge.registration import Extrinsics, WorkingGrid, area_resize, register_depth
 from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
 from edge.sources.options import FilterOptions, RealSenseOptions
+from edge.sources.rs_pairing import PairedPlayback
 
 __all__ = ["RECORDING_SUFFIXES", "RealSenseSource", "require_pyrealsense2"]
 
@@ -166,6 +167,8 @@ class RealSenseSource(FrameSource):
         self._grid: tuple[int, tuple[float, float, float, float] | None] | None = None
         self._geometry: dict[tuple, tuple[Intrinsics, Extrinsics, Intrinsics]] = {}
         self._zbuf: np.ndarray | None = None
+        # a recording with max_sync_skew_ms: two single-stream playbacks paired by us
+        self._paired: PairedPlayback | None = None
         self._backoff = self.options.reconnect_initial_s
         self._next_attempt = 0.0
 
@@ -283,6 +286,9 @@ class RealSenseSource(FrameSource):
         """Start the pipeline and read the depth scale, intrinsics and serial number."""
         rs = self._rs
         assert rs is not None
+        if self.is_recording and self.options.max_sync_skew_ms is not None:
+            self._start_paired()
+            return
         pipe = rs.pipeline()
         cfg = self._config()
         try:
@@ -335,6 +341,28 @@ class RealSenseSource(FrameSource):
             self.depth_scale,
         )
 
+    def _start_paired(self) -> None:
+        """Recording + max_sync_skew_ms: pair frames ourselves (edge/sources/rs_pairing.py)."""
+        rs = self._rs
+        assert rs is not None and self.path is not None
+        try:
+            paired = PairedPlayback(rs, self.path, float(self.options.max_sync_skew_ms or 0))
+        except RuntimeError as exc:
+            raise SourceError(f"cannot start recording {self.path}: {exc}") from exc
+        self._paired = paired
+        device = paired.device
+        try:
+            self.serial = device.get_info(rs.camera_info.serial_number)
+        except RuntimeError:
+            self.serial = None
+        self.depth_scale = self._read_depth_scale(device)
+        self._filters = build_filters(rs, self.options.filters)
+        self._last_numbers = {}
+        self._geometry = {}
+        self.intrinsics = _intrinsics(paired.profile("color").get_intrinsics(), self.depth_scale)
+        log.info("%s: depth and colour paired by timestamp within %g ms", self.name,
+                 paired.max_skew_ms)
+
     def _stop_after_failed_start(self, pipe: Any) -> None:
         self._pipe = None
         self._playback = None
@@ -362,6 +390,9 @@ class RealSenseSource(FrameSource):
         return scale
 
     def _stop_pipeline(self) -> None:
+        paired, self._paired = self._paired, None
+        if paired is not None:
+            paired.stop()
         pipe, self._pipe = self._pipe, None
         self._playback = None
         if pipe is not None:
@@ -375,6 +406,17 @@ class RealSenseSource(FrameSource):
 
     # -- reading -----------------------------------------------------------------------------
     def _grab(self, timeout_s: float) -> Frame | None:
+        if self._paired is not None:
+            try:
+                pair = self._paired.next_pair(timeout_s)
+            except TimeoutError as exc:
+                raise FrameTimeout(str(exc)) from exc
+            if pair is None:
+                return None
+            host_ts, started = time.time(), time.perf_counter()
+            frame = self._convert_pair(*pair, host_ts)
+            frame.capture_ms = (time.perf_counter() - started) * 1000.0
+            return frame
         if self.is_recording:
             frames = self._wait_playback(timeout_s)
             if frames is None:
@@ -582,7 +624,10 @@ class RealSenseSource(FrameSource):
         geo = self._geometry.get(key)
         if geo is None:
             try:
-                extr = Extrinsics.from_rs(d_prof.get_extrinsics_to(c_prof))
+                if self._paired is not None:  # two playback devices: read at start
+                    extr = Extrinsics.from_rs(self._paired.depth_to_color)
+                else:
+                    extr = Extrinsics.from_rs(d_prof.get_extrinsics_to(c_prof))
             except RuntimeError as exc:
                 raise FrameError(f"no depth-to-colour extrinsics in this stream ({exc})") from exc
             geo = (
@@ -593,15 +638,33 @@ class RealSenseSource(FrameSource):
             self._geometry[key] = geo
         return geo
 
+    def _convert_pair(self, depth: Any, color: Any, host_ts: float) -> Frame:
+        """A pair from `PairedPlayback`: filters on the depth frame, then registration."""
+        self._check_counters(depth, color)
+        try:
+            p_depth = depth
+            for block in self._filters:
+                p_depth = block.process(p_depth)
+            return self._convert_to_grid(p_depth.as_depth_frame(), color, depth, host_ts)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise FrameError(
+                f"cannot convert colour frame {color.get_frame_number()}: {exc}"
+            ) from exc
+
     def _convert_to_grid(self, p_depth: Any, color: Any, depth: Any, host_ts: float) -> Frame:
-        """Register (filtered) depth and area-resize colour onto the working grid."""
+        """Register (filtered) depth and area-resize colour onto the working grid; without a
+        grid, register at the colour image's own resolution (what rs.align gives)."""
         rs = self._rs
-        assert rs is not None and self._grid is not None
-        size, roi = self._grid
+        assert rs is not None
         d_intr, extr, c_intr = self._stream_geometry(p_depth, color)
-        grid = WorkingGrid.over((c_intr.height, c_intr.width), roi, size, size)
-        if self._zbuf is None or self._zbuf.shape != (size, size):
-            self._zbuf = np.empty((size, size), np.float32)
+        if self._grid is not None:
+            size, roi = self._grid
+            gw = gh = size
+        else:
+            size, roi, gw, gh = 0, None, c_intr.width, c_intr.height
+        grid = WorkingGrid.over((c_intr.height, c_intr.width), roi, gw, gh)
+        if self._zbuf is None or self._zbuf.shape != (gh, gw):
+            self._zbuf = np.empty((gh, gw), np.float32)
         z16 = np.asanyarray(p_depth.get_data())
         image = np.asanyarray(color.get_data())
         if image.ndim != 3 or image.shape[2] != 3:
@@ -610,10 +673,19 @@ class RealSenseSource(FrameSource):
                            out=self._zbuf)
         g_intr = grid.intrinsics(c_intr)
         xyz = depth_to_xyz(z, g_intr.fx, g_intr.fy, g_intr.cx, g_intr.cy)
-        rgb = area_resize(grid.crop(image), size, size)
+        rgb = area_resize(grid.crop(image), gw, gh)
         if color.get_profile().format() == rs.format.bgr8:
             rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
         self.intrinsics = c_intr
+        meta = {
+            "depth_frame_number": int(depth.get_frame_number()),
+            "depth_timestamp_ms": float(depth.get_timestamp()),
+            "timestamp_domain": str(color.get_frame_timestamp_domain()).rsplit(".", 1)[-1],
+            "serial": self.serial,
+        }
+        if self._grid is not None:
+            meta |= {"camera_size": (c_intr.height, c_intr.width),
+                     "working_grid": {"size": size, "roi": roi}}
         return Frame(
             rgb=np.ascontiguousarray(rgb),
             xyz=xyz,
@@ -622,12 +694,5 @@ class RealSenseSource(FrameSource):
             host_timestamp=host_ts,
             source=self.name,
             intrinsics=g_intr,
-            meta={
-                "depth_frame_number": int(depth.get_frame_number()),
-                "depth_timestamp_ms": float(depth.get_timestamp()),
-                "timestamp_domain": str(color.get_frame_timestamp_domain()).rsplit(".", 1)[-1],
-                "serial": self.serial,
-                "camera_size": (c_intr.height, c_intr.width),
-                "working_grid": {"size": size, "roi": roi},
-            },
+            meta=meta,
         )
