@@ -435,6 +435,8 @@ class TrtKnobs:
     context_none: bool = False
     execute_returns: bool = True
     dynamic: bool = False
+    # the engine's I/O {name: (shape, numpy dtype)}; None = schema 1.0: (1,3,S,S) float32 inputs
+    io: dict[str, tuple[tuple[int, ...], Any]] | None = None
     build_devices: list[int] = field(default_factory=list)
     network_flags: list[int] = field(default_factory=list)
     executed_on: list[int] = field(default_factory=list)
@@ -446,9 +448,10 @@ def tensorrt_module(rt: FakeCudaRuntime, knobs: TrtKnobs) -> types.ModuleType:
     trt.__version__ = knobs.version
     major = int(knobs.version.split(".")[0])
 
-    class DataType(enum.IntEnum):
+    class DataType(enum.IntEnum):  # the real values
         FLOAT = 0
         HALF = 1
+        UINT8 = 5
 
     class TensorIOMode(enum.IntEnum):
         NONE = 0
@@ -456,7 +459,9 @@ def tensorrt_module(rt: FakeCudaRuntime, knobs: TrtKnobs) -> types.ModuleType:
         OUTPUT = 2
 
     def nptype(dtype: DataType) -> type:
-        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16}[dtype]
+        return {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.UINT8: np.uint8}[
+            dtype
+        ]
 
     class Logger:
         VERBOSE, INFO, WARNING, ERROR = 4, 3, 2, 1
@@ -541,16 +546,20 @@ def tensorrt_module(rt: FakeCudaRuntime, knobs: TrtKnobs) -> types.ModuleType:
             allocs = [rt._find(self.addresses[n]) for n in names]
             if any(a is None or a.pinned or a.device != self.engine.device for a in allocs):
                 return False  # memory of another device (or host memory): enqueue fails
-            s = self.engine.size
             knobs.executed_on.append(rt.current)
 
             def run() -> None:
-                def view(name: str, c: int) -> np.ndarray:
-                    raw = (ctypes.c_float * (c * s * s)).from_address(self.addresses[name])
-                    return np.frombuffer(raw, dtype=np.float32).reshape(1, c, s, s)
+                def view(name: str) -> np.ndarray:
+                    shape, dtype = self.engine.spec(name)
+                    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                    raw = (ctypes.c_byte * nbytes).from_address(self.addresses[name])
+                    return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
-                view("map_rgb", 1)[:] = (view("rgb", 3) ** 2).mean(axis=1, keepdims=True)
-                view("map_3d", 1)[:] = np.abs(view("x3d", 3)).mean(axis=1, keepdims=True)
+                rgb = view("rgb")
+                if rgb.dtype == np.uint8:  # schema 1.1: HWC bytes, normalised in the graph
+                    rgb = rgb.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+                view("map_rgb")[:] = (rgb.astype(np.float32) ** 2).mean(axis=1, keepdims=True)
+                view("map_3d")[:] = np.abs(view("x3d")).mean(axis=1, keepdims=True)
                 rt.clock += 1.0
 
             queue.append(run)
@@ -569,12 +578,19 @@ def tensorrt_module(rt: FakeCudaRuntime, knobs: TrtKnobs) -> types.ModuleType:
         def get_tensor_mode(self, name: str) -> TensorIOMode:
             return TensorIOMode.INPUT if name in ("rgb", "x3d") else TensorIOMode.OUTPUT
 
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        def spec(self, name: str) -> tuple[tuple[int, ...], Any]:
+            if knobs.io is not None:
+                return knobs.io[name]
             c = 3 if name in ("rgb", "x3d") else 1
-            return (-1, c, -1, -1) if knobs.dynamic else (1, c, self.size, self.size)
+            return (1, c, self.size, self.size), np.float32
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            shape = self.spec(name)[0]
+            return tuple(-1 if i != 1 else d for i, d in enumerate(shape)) if knobs.dynamic else shape
 
         def get_tensor_dtype(self, name: str) -> DataType:
-            return DataType.FLOAT
+            return {np.dtype(np.float32): DataType.FLOAT, np.dtype(np.float16): DataType.HALF,
+                    np.dtype(np.uint8): DataType.UINT8}[np.dtype(self.spec(name)[1])]  # fmt: skip
 
         def create_execution_context(self) -> ExecutionContext | None:
             return None if knobs.context_none else ExecutionContext(self)

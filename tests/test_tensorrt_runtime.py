@@ -27,7 +27,7 @@ import edge.backends.tensorrt_build as tb
 from edge import doctor
 from edge.backends import BackendError, create_backend
 from edge.backends.tensorrt_backend import TensorRTBackend
-from edge.bundle import load_bundle
+from edge.bundle import default_io, load_bundle
 
 SIZE = 16
 NOTHING_LEFT = {"device": 0, "pinned": 0, "streams": 0, "events": 0}
@@ -84,6 +84,31 @@ def test_frames_flow_through_device_buffers_and_everything_is_released(bundle, r
     assert rt.live() == {"device": 4, "pinned": 4, "streams": 1, "events": 4}
     be.close()
     be.close()  # idempotent
+    assert rt.live() == NOTHING_LEFT
+
+
+def test_schema_1_1_contract_uint8_rgb(bundle, knobs, rt):
+    """Since bundle schema 1.1 the graph takes uint8 (1,S,S,3) RGB and normalises inside."""
+    bundle.manifest.io = default_io(SIZE)
+    bundle.save_manifest()
+    raw = {n: (tuple(t.shape), np.dtype(t.dtype)) for t in
+           [*bundle.manifest.io.inputs, *bundle.manifest.io.outputs] for n in [t.name]}  # fmt: skip
+    assert raw["rgb"] == ((1, SIZE, SIZE, 3), np.uint8)
+    knobs.io = raw
+    be = TensorRTBackend(bundle, build=True, warmup=1)
+    assert be.buffers["rgb"].host.dtype == np.uint8 and be.buffers["rgb"].nbytes == 3 * SIZE**2
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    x3d = rng.random((1, 3, SIZE, SIZE), dtype=np.float32)
+    m_rgb, m_3d = be.infer(rgb, x3d)
+    chw = rgb.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    np.testing.assert_allclose(m_rgb, (chw**2).mean(axis=1)[0], rtol=1e-6)
+    np.testing.assert_allclose(m_3d, x3d.mean(axis=1)[0], rtol=1e-6)
+    be.close()
+    # an engine built for the other contract (float32 RGB) is refused, with the fix
+    knobs.io = raw | {"rgb": ((1, 3, SIZE, SIZE), np.float32)}
+    with pytest.raises(BackendError, match=r"'rgb' is float32.*contract says uint8.*--force"):
+        TensorRTBackend(bundle, warmup=0)
     assert rt.live() == NOTHING_LEFT
 
 

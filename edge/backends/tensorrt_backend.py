@@ -142,21 +142,30 @@ class TensorRTBackend(Backend):
         self.stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         for _ in range(4):
             self._events.append(cuda_check(cudart.cudaEventCreate(), "cudaEventCreate"))
-        s = self.image_size
-        expected = {n: (1, 3, s, s) for n in INPUT_NAMES} | {n: (1, 1, s, s) for n in OUTPUT_NAMES}
+        # The bundle's tensor contract (schema 1.1: uint8 (1,S,S,3) RGB, float32 (1,3,S,S) 3D
+        # image; 1.0: both (1,3,S,S) float32); the maps are (1,1,S,S) float32 either way.
+        self.io = bundle.manifest.io
+        expected = {
+            t.name: (tuple(t.shape), np.dtype(t.dtype)) for t in [*self.io.inputs, *self.io.outputs]
+        }
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             if name not in expected:
                 raise BackendError(f"engine has unexpected I/O tensor {name!r}; re-export/rebuild")
+            want_shape, want_dtype = expected[name]
             shape = tuple(self.engine.get_tensor_shape(name))
             if -1 in shape:  # dynamic dims: fix them to the bundle's frame shape
-                shape = expected[name]
+                shape = want_shape
                 if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                     if not self.context.set_input_shape(name, shape):
                         raise BackendError(f"engine does not accept {name} of shape {shape}")
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            if dtype != np.float32:
-                raise BackendError(f"engine tensor {name!r} is {dtype}, expected float32 I/O")
+            if (shape, dtype) != (want_shape, want_dtype):
+                raise BackendError(
+                    f"engine tensor {name!r} is {dtype}{list(shape)} but the bundle's contract "
+                    f"says {want_dtype}{list(want_shape)}; rebuild the engine from this bundle "
+                    "(`trd-edge build-engine --force`)"
+                )
             buf = _Buffer(cudart, name, shape, dtype)
             self.buffers[name] = buf
             if not self.context.set_tensor_address(name, int(buf.device_ptr)):
