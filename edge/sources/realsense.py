@@ -167,6 +167,7 @@ class RealSenseSource(FrameSource):
         self._grid: tuple[int, tuple[float, float, float, float] | None] | None = None
         self._geometry: dict[tuple, tuple[Intrinsics, Extrinsics, Intrinsics]] = {}
         self._zbuf: np.ndarray | None = None
+        self._resize_buffers: dict = {}  # area_resize's intermediate images, reused per frame
         # a recording with max_sync_skew_ms: two single-stream playbacks paired by us
         self._paired: PairedPlayback | None = None
         self._backoff = self.options.reconnect_initial_s
@@ -673,7 +674,8 @@ class RealSenseSource(FrameSource):
                            out=self._zbuf)
         g_intr = grid.intrinsics(c_intr)
         xyz = depth_to_xyz(z, g_intr.fx, g_intr.fy, g_intr.cx, g_intr.cy)
-        rgb = area_resize(grid.crop(image), gw, gh)
+        # the frame is new, the buffers are not: the caller (Frame) gets a copy at grid size
+        rgb = area_resize(grid.crop(image), gw, gh, self._resize_buffers).copy()
         if color.get_profile().format() == rs.format.bgr8:
             rgb = cv2.cvtColor(rgb, cv2.COLOR_BGR2RGB)
         self.intrinsics = c_intr
