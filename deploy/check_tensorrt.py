@@ -27,14 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend  # noqa: E402
 from edge.backends.tensorrt_backend import TensorRTBackend  # noqa: E402
 from edge.backends.tensorrt_build import EngineRefused, build_engine  # noqa: E402
-from edge.bundle import load_bundle  # noqa: E402
+from edge.bundle import load_bundle, model_inputs  # noqa: E402
 from export.verify import format_report, load_frames, verify  # noqa: E402
 
 
 def _latency(backend, frames, n: int) -> dict:
     total, parts = [], {"h2d_ms": [], "compute_ms": [], "d2h_ms": []}
     for i in range(n):
-        rgb, x3d = frames.rgb[i % len(frames.rgb)], frames.x3d[i % len(frames.x3d)]
+        rgb, x3d = model_inputs(backend.io, frames.samples[i % len(frames.samples)])
         t = time.perf_counter()
         backend.infer(rgb, x3d)
         total.append((time.perf_counter() - t) * 1e3)
