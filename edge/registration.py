@@ -27,6 +27,7 @@ import numpy as np
 from edge.frames import Intrinsics
 
 __all__ = [
+    "SUPPORTED_DISTORTION",
     "Extrinsics",
     "WorkingGrid",
     "area_resize",
@@ -37,6 +38,7 @@ __all__ = [
 
 # Distortion models handled here (names as pyrealsense2's rs.distortion prints them, lower case).
 _FORWARD_MODELS = ("modified_brown_conrady", "inverse_brown_conrady", "brown_conrady")
+SUPPORTED_DISTORTION = ("none", *_FORWARD_MODELS)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,13 @@ import numpy as np
 
 from edge.frames import Frame, Intrinsics
 from edge.geometry import depth_to_xyz
-from edge.registration import Extrinsics, WorkingGrid, area_resize, register_depth
+from edge.registration import (
+    SUPPORTED_DISTORTION,
+    Extrinsics,
+    WorkingGrid,
+    area_resize,
+    register_depth,
+)
 from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
 from edge.sources.options import FilterOptions, RealSenseOptions
 from edge.sources.rs_pairing import PairedPlayback
@@ -167,6 +173,7 @@ class RealSenseSource(FrameSource):
         self._grid: tuple[int, tuple[float, float, float, float] | None] | None = None
         self._geometry: dict[tuple, tuple[Intrinsics, Extrinsics, Intrinsics]] = {}
         self._zbuf: np.ndarray | None = None
+        self._warned_lens = False
         self._resize_buffers: dict = {}  # area_resize's intermediate images, reused per frame
         # a recording with max_sync_skew_ms: two single-stream playbacks paired by us
         self._paired: PairedPlayback | None = None
@@ -565,7 +572,7 @@ class RealSenseSource(FrameSource):
                 processed = block.process(processed)
             processed = processed.as_frameset()
             p_depth = processed.get_depth_frame()
-            if self._grid is not None:
+            if self._grid is not None and self._grid_supported(p_depth, color):
                 return self._convert_to_grid(p_depth, color, depth, host_ts)
             if self._registered and (p_depth.get_width(), p_depth.get_height()) == (
                 color.get_width(),
@@ -651,6 +658,18 @@ class RealSenseSource(FrameSource):
             raise FrameError(
                 f"cannot convert colour frame {color.get_frame_number()}: {exc}"
             ) from exc
+
+    def _grid_supported(self, p_depth: Any, color: Any) -> bool:
+        """Whether edge.registration handles these lenses (pinhole, Brown–Conrady variants);
+        otherwise rs.align at full resolution, and preprocessing brings the frame to the grid."""
+        d_intr, _, c_intr = self._stream_geometry(p_depth, color)
+        bad = [i.model for i in (d_intr, c_intr)
+               if any(i.coeffs) and i.model not in SUPPORTED_DISTORTION]
+        if bad and not self._warned_lens:
+            self._warned_lens = True
+            log.warning("%s: lens model %s is not handled by the working-grid registration; "
+                        "using rs.align at full resolution (slower)", self.name, bad[0])
+        return not bad
 
     def _convert_to_grid(self, p_depth: Any, color: Any, depth: Any, host_ts: float) -> Frame:
         """Register (filtered) depth and area-resize colour onto the working grid; without a
