@@ -119,3 +119,24 @@ def test_bench_and_calibration_import_no_torch() -> None:
     )
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+
+
+def test_overhead_is_every_stage_but_inference(tmp_path: Path, capsys) -> None:
+    """Issue 18: the work around the model, per frame, and its ratio to the model."""
+    from edge.bench import BenchResult
+
+    b = toy_bundle(tmp_path / "toy")
+    out = tmp_path / "o.json"
+    assert run_bench(_args(b, out, backend=["onnxruntime"])) == 0
+    run = json.loads(out.read_text())["backends"]["onnxruntime-fp32"]
+    _check_summary(run["overhead"])
+    assert run["overhead_per_inference"] > 0
+    assert "overhead / inference" in capsys.readouterr().out
+    # the definition, on known numbers: 1+2+3 ms around a 10 ms model, twice
+    stages = {s: [0.0, 0.0] for s in STAGES}
+    stages.update(capture=[1.0, 1.0], preprocess=[2.0, 2.0], postprocess=[3.0, 3.0],
+                  inference=[10.0, 10.0])
+    r = BenchResult(label="x", bundle="b", model_id="m", variant="v", backend={},
+                    precision="fp32", stages_ms=stages, end_to_end_ms=[16.0, 16.0],
+                    model_only_ms=[10.0, 10.0])
+    assert r.overhead_ms == [6.0, 6.0] and r.overhead_ratio == pytest.approx(0.6)
