@@ -141,7 +141,7 @@ class Inspector:
         into the camera frame with ``pose``.
         """
         t0 = time.perf_counter()
-        maps = score_maps(m_rgb, m_3d, self.stats)
+        maps = score_maps(m_rgb, m_3d, self.stats, work_dtype=np.float32)
         score = float(maps.fused[0].max())
         rgb_score, x3d_score = float(maps.rgb[0].max()), float(maps.x3d[0].max())
         if pose is not None:

@@ -369,7 +369,7 @@ def _preprocess_working(
         vis = np.repeat(depth[..., None], 3, axis=2)
     else:
         zn = fill_holes(_minmax_foreground(z), cfg.fill_iterations)
-        vis = normals_image(zn, cfg.sobel_ksize)
+        vis = normals_image(zn, cfg.sobel_ksize, dtype=np.float32)
         vis *= fg[..., None]
     if g != s:
         vis = cv2.resize(vis, (s, s), interpolation=cv2.INTER_LINEAR)

@@ -124,12 +124,15 @@ def gaussian_kernel(sigma: float, truncate: float = TRUNCATE) -> np.ndarray:
     return k / k.sum()
 
 
-def gaussian_smooth(m: np.ndarray, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
+def gaussian_smooth(
+    m: np.ndarray, sigma: float = DEFAULT_SIGMA, work_dtype: type = np.float64
+) -> np.ndarray:
     """Gaussian smoothing of a map (H,W) or a batch of maps (B,H,W), each map separately.
 
     Equals `scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)` (per map):
-    scipy's "reflect" (d c b a | a b c d) is OpenCV's BORDER_REFLECT. Computed in float64;
-    a float input keeps its dtype, anything else comes back as float64.
+    scipy's "reflect" (d c b a | a b c d) is OpenCV's BORDER_REFLECT. Computed in float64
+    (``work_dtype`` float32 halves the cost: the station's choice, differences ~1e-6 of the
+    map's range); a float input keeps its dtype, anything else comes back as float64.
     """
     arr = np.asarray(m)
     if arr.ndim not in (2, 3):
@@ -137,9 +140,9 @@ def gaussian_smooth(m: np.ndarray, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
     out_dtype = arr.dtype if np.issubdtype(arr.dtype, np.floating) else np.float64
     k = gaussian_kernel(sigma)
     src = arr[None] if arr.ndim == 2 else arr
-    out = np.empty(src.shape, dtype=np.float64)
+    out = np.empty(src.shape, dtype=work_dtype)
     for i, img in enumerate(src):
-        out[i] = _sep_filter(np.ascontiguousarray(img, dtype=np.float64), k)
+        out[i] = _sep_filter(np.ascontiguousarray(img, dtype=work_dtype), k.astype(work_dtype))
     out = out.astype(out_dtype, copy=False)
     return out[0] if arr.ndim == 2 else out
 
@@ -147,7 +150,8 @@ def gaussian_smooth(m: np.ndarray, sigma: float = DEFAULT_SIGMA) -> np.ndarray:
 def _sep_filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Separable filter, BORDER_REFLECT. OpenCV mirrors repeatedly when the kernel radius
     exceeds the map size, as scipy does (checked in tests down to 1x1 maps)."""
-    return cv2.sepFilter2D(img, cv2.CV_64F, k, k, borderType=cv2.BORDER_REFLECT)
+    depth = cv2.CV_64F if img.dtype == np.float64 else cv2.CV_32F
+    return cv2.sepFilter2D(img, depth, k, k, borderType=cv2.BORDER_REFLECT)
 
 
 def normalise(m: np.ndarray, mean: float, std: float, modality: str = "map") -> np.ndarray:
@@ -185,11 +189,16 @@ def smoothing_sigma(map_size: int) -> float:
 
 
 def score_maps(
-    map_rgb: np.ndarray, map_3d: np.ndarray, stats: ScoreStats, sigma: float | None = None
+    map_rgb: np.ndarray,
+    map_3d: np.ndarray,
+    stats: ScoreStats,
+    sigma: float | None = None,
+    work_dtype: type = np.float64,
 ) -> ScoredMaps:
     """Normalise, fuse and smooth raw maps (§8 steps 4-5); maps are (H,W), (B,H,W) or (B,1,H,W).
 
-    `sigma` defaults to `smoothing_sigma(H)` (4 at 256², as the paper).
+    `sigma` defaults to `smoothing_sigma(H)` (4 at 256², as the paper). ``work_dtype``
+    float32 is the station's (`edge.inspector`): half the cost, scores within ~1e-6.
 
     Per-modality maps are normalised and smoothed the same way (§8, diagnostics). Smoothing is
     linear, so the fused map is the sum of the smoothed per-modality maps: this equals
@@ -201,8 +210,8 @@ def score_maps(
         raise ValueError(f"map_rgb {a.shape} and map_3d {b.shape} must have the same shape")
     if sigma is None:
         sigma = smoothing_sigma(a.shape[-2])
-    rgb = gaussian_smooth(normalise(a, stats.rgb_mean, stats.rgb_std, "rgb"), sigma)
-    x3d = gaussian_smooth(normalise(b, stats.x3d_mean, stats.x3d_std, "3d"), sigma)
+    rgb = gaussian_smooth(normalise(a, stats.rgb_mean, stats.rgb_std, "rgb"), sigma, work_dtype)
+    x3d = gaussian_smooth(normalise(b, stats.x3d_mean, stats.x3d_std, "3d"), sigma, work_dtype)
     fused = fuse(rgb, x3d)
     return ScoredMaps(
         fused=fused.astype(np.float32), rgb=rgb.astype(np.float32), x3d=x3d.astype(np.float32)

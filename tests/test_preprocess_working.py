@@ -37,8 +37,9 @@ def test_working_equals_reference_when_the_frame_is_the_model_size(modality: str
     work = preprocess(scene.rgb, scene.xyz, _cfg(modality=modality, pipeline="working"))
     np.testing.assert_array_equal(work.rgb_u8, ref.rgb_u8)
     np.testing.assert_array_equal(work.foreground, ref.foreground)
-    np.testing.assert_allclose(work.x3d_vis, ref.x3d_vis, atol=1e-6)
-    np.testing.assert_allclose(work.x3d, ref.x3d, atol=1e-5)
+    # float32 Sobel on the working path (float64 in the reference): rounding only
+    np.testing.assert_allclose(work.x3d_vis, ref.x3d_vis, atol=5e-6)
+    np.testing.assert_allclose(work.x3d, ref.x3d, atol=5e-5)
     np.testing.assert_allclose(work.rgb, ref.rgb, atol=1e-6)
 
 

@@ -149,3 +149,15 @@ def test_edge_scoring_imports_neither_torch_nor_scipy():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_float32_smoothing_at_the_station_matches_float64() -> None:
+    """The station smooths in float32 (half the cost); eval keeps float64: same scores."""
+    from edge.scoring import ScoreStats, image_scores, score_maps
+
+    rng = np.random.default_rng(3)
+    a, b = rng.random((2, 256, 256)).astype(np.float32), rng.random((2, 256, 256)).astype(np.float32)
+    st = ScoreStats(rgb_mean=0.4, rgb_std=0.1, x3d_mean=0.5, x3d_std=0.2, n_maps=2)
+    m64, m32 = score_maps(a, b, st), score_maps(a, b, st, work_dtype=np.float32)
+    assert np.abs(m64.fused - m32.fused).max() < 1e-5
+    np.testing.assert_allclose(image_scores(m32.fused), image_scores(m64.fused), atol=1e-5)
