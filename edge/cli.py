@@ -104,6 +104,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", type=_roi, default=None, metavar="X0,Y0,X1,Y1",
                    help="region of interest as fractions of the frame, e.g. 0.2,0.1,0.8,0.9 "
                    "(recorded in the bundle: the station looks at the same rectangle)")
+    p.add_argument("--rgb-resize", choices=["area", "pil-bilinear"], default="area",
+                   help="with --preprocess reference: how RGB, masks and Eyecandies normals are "
+                   "resized; pil-bilinear is the authors' (torchvision Resize on PIL), area "
+                   "(default) what earlier runs and bundles used (recorded in the bundle)")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:

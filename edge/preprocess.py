@@ -13,7 +13,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge.geometry import (
     check_xyz,
@@ -24,6 +24,7 @@ from edge.geometry import (
 )
 from edge.pose import Pose, estimate_pose, pose_from_mask
 from edge.registration import area_resize
+from edge.resample import pil_bilinear_resize
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -31,6 +32,7 @@ __all__ = [
     "SOBEL_KSIZE_BY_CATEGORY",
     "PreparedSample",
     "PreprocessConfig",
+    "RgbResize",
     "preprocess",
     "preprocess_normals_png",
     "resize_mask",
@@ -45,6 +47,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Per-class Sobel aperture of the reference normal pipeline (§9.4); every other class uses 5.
 SOBEL_KSIZE_BY_CATEGORY: dict[str, int] = {"cookie": 3, "dowel": 7, "foam": 7, "tire": 7}
 _DEFAULT_SOBEL_KSIZE = 5
+
+# How whole images (RGB, masks, Eyecandies normals) are brought to S×S on the reference path.
+RgbResize = Literal["area", "pil-bilinear"]
 
 
 def sobel_ksize_for(category: str) -> int:
@@ -105,6 +110,15 @@ class PreprocessConfig(BaseModel):
     std: tuple[float, float, float] = Field(
         IMAGENET_STD, description="Per-channel std for normalisation (RGB and 3D images)."
     )
+    # The default is what every bundle before this field was trained with: a station must
+    # repeat its bundle's training exactly, so the reference's resize is opt-in.
+    rgb_resize: RgbResize = Field(
+        "area",
+        description="How the reference pipeline resizes RGB, masks and Eyecandies normal images "
+        "to S×S: 'area' (OpenCV INTER_AREA when shrinking, bilinear when enlarging) or "
+        "'pil-bilinear' (Pillow's antialiased bilinear, what the authors' torchvision Resize "
+        "computes; edge/resample.py). The working pipeline always area-averages.",
+    )
 
     @field_validator("sobel_ksize")
     @classmethod
@@ -126,6 +140,16 @@ class PreprocessConfig(BaseModel):
                 f"roi must be fractions 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, got {v}"
             )
         return v
+
+    @model_validator(mode="after")
+    def _check_rgb_resize(self) -> PreprocessConfig:
+        if self.rgb_resize != "area" and self.pipeline != "reference":
+            raise ValueError(
+                f"rgb_resize {self.rgb_resize!r} applies to the reference pipeline only: the "
+                "working pipeline area-averages colour onto its grid (as the camera registers "
+                "it); use pipeline 'reference' (--preprocess reference) or rgb_resize 'area'"
+            )
+        return self
 
     @property
     def working_size(self) -> int:
@@ -160,6 +184,7 @@ class PreparedSample:
     # the working grid side; None on the reference path (the whole frame, resized).
     roi_px: tuple[int, int, int, int] | None = None
     working: int | None = None
+    rgb_resize: RgbResize = "area"  # how mask_to_model resizes, as the RGB was
     _rgb: np.ndarray | None = field(default=None, repr=False)
     _x3d: np.ndarray | None = field(default=None, repr=False)
 
@@ -193,7 +218,7 @@ class PreparedSample:
             binary = (binary > 0.5).astype(np.float32)
         if self.pose is not None:
             binary = self.pose.warp(binary, nearest=True)
-        return resize_mask(binary, s)
+        return resize_mask(binary, s, self.rgb_resize)
 
 
 def _check_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -214,22 +239,30 @@ def _normalise_hwc(
     return np.ascontiguousarray(((img_hwc01 - m) / sd).transpose(2, 0, 1), dtype=np.float32)
 
 
-def _resize_smooth(img: np.ndarray, size: int) -> np.ndarray:
-    """Antialiased resize: area averaging when shrinking, bilinear when enlarging."""
+def _resize_smooth(img: np.ndarray, size: int, method: RgbResize = "area") -> np.ndarray:
+    """Resize to size×size with ``method``.
+
+    'area': OpenCV INTER_AREA when shrinking both sides, bilinear otherwise. This is *not*
+    torchvision ``Resize`` on PIL (trd-model.md §9.1): on sharp 800² images it differs from
+    it by up to 0.17 of the range (docs/design-notes.md). 'pil-bilinear': Pillow's
+    antialiased bilinear (uint8 images only), equal to the reference.
+    """
     h, w = img.shape[:2]
     if (h, w) == (size, size):
         return img
+    if method == "pil-bilinear":
+        return pil_bilinear_resize(img, size, size)
     interp = cv2.INTER_AREA if (size < h and size < w) else cv2.INTER_LINEAR
     return cv2.resize(img, (size, size), interpolation=interp)
 
 
-def _resize_u8(rgb_u8_hwc: np.ndarray, size: int) -> np.ndarray:
-    return np.ascontiguousarray(_resize_smooth(_check_rgb(rgb_u8_hwc), size))
+def _resize_u8(rgb_u8_hwc: np.ndarray, size: int, method: RgbResize = "area") -> np.ndarray:
+    return np.ascontiguousarray(_resize_smooth(_check_rgb(rgb_u8_hwc), size, method))
 
 
-def resize_rgb(rgb_u8_hwc: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 H×W×3 → float32 S×S×3 in [0,1] (antialiased, like torchvision Resize on PIL)."""
-    return _resize_u8(rgb_u8_hwc, size).astype(np.float32) / 255.0
+def resize_rgb(rgb_u8_hwc: np.ndarray, size: int, method: RgbResize = "area") -> np.ndarray:
+    """RGB uint8 H×W×3 → float32 S×S×3 in [0,1], resized with ``method`` (`_resize_smooth`)."""
+    return _resize_u8(rgb_u8_hwc, size, method).astype(np.float32) / 255.0
 
 
 def _minmax_foreground(z: np.ndarray) -> np.ndarray:
@@ -311,10 +344,10 @@ def preprocess(
         vis, fg = _normal_image(xyz, cfg)
     vis = np.clip(vis, 0.0, 1.0).astype(np.float32)
     return PreparedSample(
-        rgb_u8=_resize_u8(rgb, cfg.image_size),
+        rgb_u8=_resize_u8(rgb, cfg.image_size, cfg.rgb_resize),
         x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1)),
         foreground=np.ascontiguousarray(fg, dtype=bool),
-        mean=cfg.mean, std=cfg.std, pose=pose,
+        mean=cfg.mean, std=cfg.std, pose=pose, rgb_resize=cfg.rgb_resize,
     )
 
 
@@ -408,25 +441,30 @@ def preprocess_normals_png(
             "pose alignment needs a point cloud to find the part; preprocessed Eyecandies has "
             "normal images only: train with --align none"
         )
-    vis = resize_rgb(normals_u8_hwc, cfg.image_size)
+    vis = resize_rgb(normals_u8_hwc, cfg.image_size, cfg.rgb_resize)
     return PreparedSample(
-        rgb_u8=_resize_u8(rgb, cfg.image_size),
+        rgb_u8=_resize_u8(rgb, cfg.image_size, cfg.rgb_resize),
         x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1)),
         foreground=np.ascontiguousarray(vis.max(axis=2) > 0),
-        mean=cfg.mean, std=cfg.std,
+        mean=cfg.mean, std=cfg.std, rgb_resize=cfg.rgb_resize,
     )
 
 
-def resize_mask(gt_u8_hw: np.ndarray, size: int) -> np.ndarray:
-    """Ground-truth mask → float32 S×S in {0,1}: binarise, smooth resize, then > 0.5.
+def resize_mask(gt_u8_hw: np.ndarray, size: int, method: RgbResize = "area") -> np.ndarray:
+    """Ground-truth mask → float32 S×S in {0,1}: binarise, resize with ``method``, then > 0.5.
 
     Any non-zero pixel counts as defect (accepts 0/255 and 0/1 masks, 8 or 16 bit).
+    'pil-bilinear' resizes the 0/255 mask as the reference's PIL 'L' image (a pixel is set
+    from 128/255 up).
     """
     gt = np.asarray(gt_u8_hw)
     if gt.ndim == 3:
         gt = gt.max(axis=2)
     if gt.ndim != 2:
         raise ValueError(f"mask must be H×W (or H×W×C), got shape {np.asarray(gt_u8_hw).shape}")
+    if method == "pil-bilinear":
+        resized = _resize_smooth((gt > 0).astype(np.uint8) * 255, size, method)
+        return (resized > 127).astype(np.float32)
     binary = (gt > 0).astype(np.float32)
     resized = _resize_smooth(binary, size)
     return (resized > 0.5).astype(np.float32)

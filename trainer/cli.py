@@ -30,6 +30,7 @@ def run_train(args: argparse.Namespace) -> int:
         align=args.align,
         preprocess=getattr(args, "preprocess", "working"),
         roi=getattr(args, "roi", None),
+        rgb_resize=getattr(args, "rgb_resize", "area"),
     )
     out = train(cfg, args.out)
     print(f"trained run written to {out}")

@@ -70,6 +70,10 @@ class TrainConfig(BaseModel):
     roi: tuple[float, float, float, float] | None = Field(
         None, description="region of interest, fractions of the frame (x0, y0, x1, y1)"
     )
+    # Runs recorded before the choice existed have no key: they resized with INTER_AREA.
+    rgb_resize: Literal["area", "pil-bilinear"] = Field(
+        "area", description="reference pipeline's RGB/mask resize (PreprocessConfig.rgb_resize)"
+    )
 
 
 class EpochRecord(BaseModel):

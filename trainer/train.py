@@ -47,7 +47,7 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
     ksize = cfg.sobel_ksize or sobel_ksize_for(cfg.category)
     return PreprocessConfig(
         image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize, align=cfg.align,
-        pipeline=cfg.preprocess, roi=cfg.roi,
+        pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
     )
 
 
