@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # 1.1: graphs take uint8 RGB (1,S,S,3) and the 3D image (1,3,S,S) in [0,1] and normalise
 # inside; preprocessing records `pipeline` (a 1.0 bundle is float32 normalised I/O, reference).
@@ -111,9 +111,25 @@ class CalibrationRecord(_Strict):
     note: str = ""
 
 
+SIGMA_RULE = "4*S/256"
+
+
+class SmoothingSpec(_Strict):
+    """How maps are smoothed before the image score (``edge.scoring.smoothing_sigma``).
+
+    Gaussian, reflect border, truncate 4, with sigma in map pixels proportional to the map side
+    S: the reference's 4 px at 256² (1 px at 64²). A manifest without this section (bundles
+    exported before it was recorded) is scored with the same rule.
+    """
+
+    rule: Literal["4*S/256"] = Field(SIGMA_RULE, description="sigma = 4·S/256 map pixels")
+    sigma: float | None = Field(None, gt=0, description="the rule's value at this bundle's S")
+
+
 class ScoringSpec(_Strict):
     """Current score normalisation + threshold, and every previous calibration (newest last)."""
 
+    smoothing: SmoothingSpec = Field(default_factory=SmoothingSpec)
     stats: StatsSpec | None = None
     threshold: float | None = None
     threshold_method: str | None = None
@@ -159,6 +175,22 @@ class Manifest(_Strict):
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, Any] | None = None
     engines: dict[str, EngineEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_sigma(self) -> Manifest:
+        # The station smooths with edge.scoring's rule; a manifest that claims another sigma
+        # would be scored differently from what it says, so it is refused.
+        from edge.scoring import smoothing_sigma
+
+        recorded = self.scoring.smoothing.sigma
+        expected = smoothing_sigma(self.model.image_size)
+        if recorded is not None and abs(recorded - expected) > 1e-9 * expected:
+            raise ValueError(
+                f"scoring.smoothing.sigma is {recorded} but this trd-edge smooths "
+                f"{self.model.image_size}² maps with sigma {expected} ({SIGMA_RULE}); "
+                "re-export the bundle"
+            )
+        return self
 
 
 def default_io(image_size: int, host_normalised: bool = False) -> IOSpec:

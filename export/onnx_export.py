@@ -30,12 +30,14 @@ from edge.bundle import (
     ModelSpec,
     Provenance,
     ScoringSpec,
+    SmoothingSpec,
     StatsSpec,
     atomic_write_text,
     default_io,
     file_entry,
     load_bundle,
 )
+from edge.scoring import smoothing_sigma
 from export.fp16 import HalfBody, check_fp16_graph
 
 log = logging.getLogger(__name__)
@@ -198,9 +200,11 @@ def export_bundle(
                 raise ExportError(str(exc)) from exc
 
     calib = loaded.calibration
-    scoring = ScoringSpec()
+    smoothing = SmoothingSpec(sigma=smoothing_sigma(size))  # what edge.scoring will use
+    scoring = ScoringSpec(smoothing=smoothing)
     if calib is not None:
         scoring = ScoringSpec(
+            smoothing=smoothing,
             stats=_stats_spec(calib.stats),
             threshold=float(calib.threshold),
             threshold_method=calib.threshold_method,

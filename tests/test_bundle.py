@@ -75,6 +75,25 @@ def test_schema_violation_is_reported(bundle_dir: Path) -> None:
         load_bundle(bundle_dir)
 
 
+def test_manifest_records_the_smoothing_rule(bundle_dir: Path) -> None:
+    """scoring.smoothing says what edge.scoring does: sigma 4·S/256 px (1 px at 64², 4 at 256²)."""
+    from edge.scoring import smoothing_sigma
+
+    raw = json.loads((bundle_dir / "manifest.json").read_text())
+    assert raw["scoring"]["smoothing"]["rule"] == "4*S/256"
+    assert smoothing_sigma(32) == 0.5 and smoothing_sigma(256) == 4.0
+    raw["scoring"]["smoothing"]["sigma"] = 0.5  # the rule's value at 32 px: accepted
+    (bundle_dir / "manifest.json").write_text(json.dumps(raw))
+    assert load_bundle(bundle_dir).manifest.scoring.smoothing.sigma == 0.5
+    del raw["scoring"]["smoothing"]  # bundles before the section: same rule, still load
+    (bundle_dir / "manifest.json").write_text(json.dumps(raw))
+    assert load_bundle(bundle_dir).manifest.scoring.smoothing.rule == "4*S/256"
+    raw["scoring"]["smoothing"] = {"rule": "4*S/256", "sigma": 4.0}  # fixed 4 px: not what we do
+    (bundle_dir / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="sigma 0.5"):
+        load_bundle(bundle_dir)
+
+
 def test_missing_file_is_named(bundle_dir: Path) -> None:
     (bundle_dir / "model.fp16.onnx").unlink()
     with pytest.raises(BundleError, match=r"model\.fp16\.onnx.*missing"):

@@ -54,6 +54,7 @@ def test_manifest_describes_the_run(exported) -> None:
     calib = json.loads((run_dir / "calibration.json").read_text())
     assert m.scoring.threshold == pytest.approx(calib["threshold"])
     assert m.scoring.stats.rgb_std == pytest.approx(calib["stats"]["rgb_std"])
+    assert m.scoring.smoothing.rule == "4*S/256" and m.scoring.smoothing.sigma == 1.0  # 64 px
     assert m.provenance.category == "puck" and m.provenance.epochs == 1
     assert m.provenance.git_revision == "test" and Path(m.provenance.run_dir) == run_dir.resolve()
     g = onnx.load(str(out / "model.onnx"), load_external_data=False)
