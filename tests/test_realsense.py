@@ -239,7 +239,8 @@ def test_garbage_db3_is_a_clear_error(tmp_path: Path) -> None:
     rs_or_skip()
     bad = tmp_path / "broken.db3"
     bad.write_bytes(b"\x00" * 64)
-    with pytest.raises(SourceError, match="cannot start recording"):
+    # Checked before librealsense sees it (issue 12 item 6): it would say "SQL logic error".
+    with pytest.raises(SourceError, match="not a RealSense .db3 recording .not an SQLite file"):
         open_source(f"file:{bad}").open()
 
 
