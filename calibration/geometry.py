@@ -8,6 +8,11 @@ off the support), how many points are missing (hole filling invents surface) and
 background is (the foreground mask frays). `GeometryAccumulator` measures these per frame with
 the *same* helpers preprocessing uses; `compare_geometry` warns where the station differs from
 the training set enough to hurt.
+
+The station's depth noise (`plane_noise`) is measured the way Intel's Depth Quality Tool
+measures a camera's RMS error: the residual RMS of a plane fitted to a flat surface, here the
+support around the part (foreground and a margin around it excluded, so rims, shadows and flying
+pixels do not count). It is what decides which geometry defects the station can see.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +35,7 @@ __all__ = [
     "StationRecord",
     "compare_geometry",
     "measure_xyz",
+    "plane_noise",
     "training_geometry",
 ]
 
@@ -45,6 +52,7 @@ class FrameGeometry(BaseModel):
     foreground_ratio: float  # pixels preprocessing keeps as object
     object_height_m: float  # 99th percentile of foreground height above the plane
     background_noise_m: float  # robust std of background distances to the plane
+    depth_noise_rms_m: float | None = None  # plane-fit residual RMS on flat background
 
 
 class SceneGeometry(BaseModel):
@@ -63,6 +71,8 @@ class SceneGeometry(BaseModel):
     object_height_m: float
     background_noise_m: float
     image_size: tuple[int, int]  # (height, width) of the clouds
+    # plane-fit residual RMS on the flat background (`plane_noise`); None: not measurable
+    depth_noise_rms_m: float | None = None
 
 
 class StationRecord(BaseModel):
@@ -80,6 +90,43 @@ class StationRecord(BaseModel):
     training_note: str = ""
     warnings: list[str] = Field(default_factory=list)
     calibration: dict = Field(default_factory=dict)
+
+
+def plane_noise(
+    xyz: np.ndarray, foreground: np.ndarray | None = None, margin_px: int = 3,
+    min_points: int = 200,
+) -> tuple[float, int] | None:
+    """Depth noise of a cloud: residual RMS (m) of a plane fitted to its flat background.
+
+    Fits ``1/z = a·(x/z) + b·(y/z) + c`` (exact for any plane seen by a pinhole camera, and
+    ``x/z``, ``y/z`` are the pixel rays, free of depth noise) by least squares to valid pixels
+    outside ``foreground`` dilated by ``margin_px``; residuals are along z. Refits drop points
+    beyond 4 σ (flying pixels the margin missed). Returns ``(rms, points used)``,
+    or None when fewer than ``min_points`` background points remain.
+    """
+    xyz = np.asarray(xyz, np.float32)
+    z = xyz[..., 2].astype(np.float64)
+    keep = np.isfinite(z) & (z > 0)
+    if foreground is not None and foreground.any():
+        k = 2 * int(margin_px) + 1
+        grown = cv2.dilate(foreground.astype(np.uint8), np.ones((k, k), np.uint8)) > 0
+        keep &= ~grown
+    if keep.sum() < min_points:
+        return None
+    zk = z[keep]
+    a = np.stack([xyz[..., 0][keep] / zk, xyz[..., 1][keep] / zk, np.ones_like(zk)], axis=1)
+    inliers = np.ones(zk.shape, bool)
+    for _ in range(4):
+        coef, *_ = np.linalg.lstsq(a[inliers], 1.0 / zk[inliers], rcond=None)
+        resid = zk - 1.0 / (a @ coef)
+        # σ-clipping with the RMS, not the MAD: depth quantised coarser than its noise puts
+        # most residuals on one value, and a MAD of ~0 would then discard every other one.
+        sigma = float(np.sqrt(np.mean(resid[inliers] ** 2)))
+        new = np.abs(resid) <= 4.0 * sigma
+        if new.sum() < min_points or np.array_equal(new, inliers):
+            break
+        inliers = new
+    return float(np.sqrt(np.mean(resid[inliers] ** 2))), int(inliers.sum())
 
 
 def measure_xyz(
@@ -106,6 +153,7 @@ def measure_xyz(
     noise = float(1.4826 * np.median(np.abs(bg_d - np.median(bg_d)))) if bg_d.size else 0.0
     fg_valid = fg & valid
     height = float(np.percentile(dist[fg_valid], 99)) if fg_valid.any() else 0.0
+    flat = plane_noise(xyz, fg)
     return FrameGeometry(
         plane_normal=tuple(float(v) for v in n),
         plane_distance_m=float(abs(d)),
@@ -116,6 +164,7 @@ def measure_xyz(
         foreground_ratio=float(fg.mean()),
         object_height_m=height,
         background_noise_m=noise,
+        depth_noise_rms_m=flat[0] if flat is not None else None,
     )
 
 
@@ -160,6 +209,7 @@ class GeometryAccumulator:
         def med(name: str) -> float:
             return float(np.median([getattr(g, name) for g in f]))
 
+        rms = [g.depth_noise_rms_m for g in f if g.depth_noise_rms_m is not None]
         normal = np.median(np.array([g.plane_normal for g in f]), axis=0)
         normal = normal / max(float(np.linalg.norm(normal)), 1e-12)
         return SceneGeometry(
@@ -177,6 +227,7 @@ class GeometryAccumulator:
             object_height_m=med("object_height_m"),
             background_noise_m=med("background_noise_m"),
             image_size=self.size or (0, 0),
+            depth_noise_rms_m=float(np.median(rms)) if rms else None,
         )
 
 
@@ -231,6 +282,8 @@ class GeometryTolerance(BaseModel):
     tilt_deg: float = 5.0
     holes_abs: float = 0.05  # absolute difference of the missing-point ratio
     foreground_rel: float = 0.5  # apparent object area ±50 %
+    noise_rel: float = 0.5  # depth noise up to 1.5 × training's
+    noise_abs_m: float = 0.0001  # ... or 0.1 mm above it, whichever is larger
 
 
 def compare_geometry(
@@ -283,6 +336,14 @@ def compare_geometry(
             f"training: hole filling invents surface where data is missing and the 3D score "
             "rises; check exposure, reflections and the working range"
         )
+    sn, tn = station.depth_noise_rms_m, training.depth_noise_rms_m
+    if sn is not None and tn is not None and sn > max(tn * (1 + tol.noise_rel), tn + tol.noise_abs_m):
+        out.append(
+            f"depth noise {sn * 1e3:.2f} mm RMS vs {tn * 1e3:.2f} mm in training: geometry "
+            "defects near the noise go unseen and good parts score higher; average still "
+            "frames (camera.realsense.average_frames), move the camera closer, or retrain on "
+            "station data"
+        )
     if training.foreground_ratio > 0:
         fr = station.foreground_ratio / training.foreground_ratio
         if abs(fr - 1.0) > tol.foreground_rel:
@@ -301,3 +362,8 @@ def scene_lines(g: SceneGeometry) -> Iterable[str]:
     yield f"  missing points       {g.holes_ratio:.2%}"
     yield f"  object area / height {g.foreground_ratio:.1%} / {g.object_height_m * 1e3:.1f} mm"
     yield f"  background noise     {g.background_noise_m * 1e3:.2f} mm"
+    if g.depth_noise_rms_m is not None:
+        yield (f"  depth noise (RMS)    {g.depth_noise_rms_m * 1e3:.3f} mm, plane fit on the flat "
+               f"background; holes {g.holes_ratio:.2%}")
+    else:
+        yield "  depth noise (RMS)    not measurable (too little flat background)"
