@@ -29,6 +29,7 @@ and the noise fields are drawn once per scene, so a defective scene and its good
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import zlib
@@ -38,6 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tifffile
+
+from edge.sensors import SENSORS, SensorDraw, SensorSpec, StereoSensor, get_sensor
 
 __all__ = [
     "CATEGORIES",
@@ -83,6 +86,7 @@ class _Base:
     depth_noise: np.ndarray
     dropout: np.ndarray  # bool: missing points
     object_colour: np.ndarray
+    sensor: SensorDraw | None = None  # this capture's camera noise (`--sensor`), else None
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -115,7 +119,26 @@ def _rounded_rect_sdf(lu: np.ndarray, lv: np.ndarray, half_l: float, half_w: flo
 class SceneGenerator:
     """Seeded generator of synthetic RGB-D scenes for one object category."""
 
-    def __init__(self, category: str = "puck", image_size: int = 128, seed: int = 0):
+    def __init__(
+        self,
+        category: str = "puck",
+        image_size: int = 128,
+        seed: int = 0,
+        sensor: str | SensorSpec | None = None,
+        distance: float | None = None,
+    ):
+        """Args:
+            category: one of `CATEGORIES`.
+            image_size: side of the square images (px).
+            seed: seeds every random choice of the scenes.
+            sensor: ``None``/``"ideal"`` (mild Gaussian depth noise, no quantisation: the data
+                every earlier release wrote, bit for bit), a name in `edge.sensors.SENSORS` or
+                a `SensorSpec`. The sensor's noise has its own random stream, so the scenes
+                (parts, poses, defects) are the same with every sensor for a seed.
+            distance: camera-to-support distance (m) of this category's station; ``None``
+                keeps the category's own (0.46–0.54 m). When set, the image spans 12 cm of the
+                support at that distance, so parts keep their size in pixels.
+        """
         if category not in CATEGORIES:
             raise ValueError(f"unknown synthetic category '{category}'; choose from {CATEGORIES}")
         if image_size < 32:
@@ -123,8 +146,14 @@ class SceneGenerator:
         self.category = category
         self.image_size = int(image_size)
         self.rng = np.random.default_rng(seed)
+        if distance is not None and not 0.05 <= distance <= 5.0:
+            raise ValueError(f"distance must be 0.05–5 m, got {distance}")
+        self.distance = distance
         n = self.image_size
-        self.f = n * 0.5 / _FIELD_AT_HALF_METRE
+        self.f = n * (0.5 if distance is None else distance) / _FIELD_AT_HALF_METRE
+        spec = get_sensor(sensor)
+        self.sensor = StereoSensor(spec, self.f) if spec is not None else None
+        self._sensor_rng = np.random.default_rng([seed, 0x5E45])  # never touches self.rng
         self.c = (n - 1) / 2.0
         grid = (np.arange(n, dtype=np.float64) - self.c) / self.f
         self._rx, self._ry = np.meshgrid(grid, grid)
@@ -153,6 +182,27 @@ class SceneGenerator:
         region, spec = self._draw_defect(base, defect)
         return self._render(base, defect, region, spec), good
 
+    def sample_still(self, defect: str = "good", n_frames: int = 2) -> list[SyntheticScene]:
+        """One part standing still, captured ``n_frames`` times (a station averaging frames).
+
+        Same scene, defect, exposure and white balance in every frame; the sensor's depth noise
+        and flying pixels are drawn afresh per frame (temporal noise). Without a sensor the
+        frames are identical (the ideal noise is part of the scene).
+        """
+        if defect != "good" and defect not in DEFECT_TYPES:
+            raise ValueError(f"unknown defect '{defect}'; choose 'good' or one of {DEFECT_TYPES}")
+        if n_frames < 1:
+            raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+        base = self._draw_base()
+        region, spec = self._draw_defect(base, defect) if defect != "good" else (None, {})
+        first = base.sensor
+        frames = []
+        for i in range(n_frames):
+            if i:
+                base.sensor = self._draw_sensor(colour_from=first)
+            frames.append(self._render(base, defect, region, spec))
+        return frames
+
     # ---------------------------------------------------------------- scene drawing
     @property
     def _station(self) -> tuple[float, float, float]:
@@ -164,6 +214,8 @@ class SceneGenerator:
         st = np.random.default_rng(zlib.crc32(self.category.encode()))
         d0 = float(st.uniform(0.46, 0.54))
         a, b = st.uniform(-0.06, 0.06, size=2)  # ≤ ~3.4° tilt of the support plane
+        if self.distance is not None:
+            d0 = float(self.distance)
         return d0, float(a), float(b)
 
     def _draw_base(self) -> _Base:
@@ -235,7 +287,14 @@ class SceneGenerator:
             depth_noise=depth_noise,
             dropout=dropout.astype(bool),
             object_colour=obj_albedo.reshape(-1, 3)[top.ravel()].mean(axis=0),
+            sensor=self._draw_sensor(),
         )
+
+    def _draw_sensor(self, colour_from: SensorDraw | None = None) -> SensorDraw | None:
+        if self.sensor is None:
+            return None
+        n = self.image_size
+        return self.sensor.draw(self._sensor_rng, (n, n), colour_from)
 
     def _puck(
         self, rng: np.random.Generator, lu: np.ndarray, lv: np.ndarray, tex_noise: np.ndarray
@@ -385,10 +444,16 @@ class SceneGenerator:
 
         # Same dtype for every defect, so pixels outside the mask round exactly like the twin.
         albedo = albedo.astype(np.float32, copy=False)
-        rgb = np.clip(albedo * base.shading[..., None] + base.rgb_noise, 0.0, 1.0)
+        linear = albedo * base.shading[..., None]
+        if base.sensor is not None:
+            linear = self.sensor.colour(linear, base.sensor)
+        rgb = np.clip(linear + base.rgb_noise, 0.0, 1.0)
         rgb_u8 = np.round(rgb * 255).astype(np.uint8)
 
-        z = base.z_bg - height + base.depth_noise
+        if base.sensor is None:
+            z = base.z_bg - height + base.depth_noise
+        else:  # the sensor's noise replaces the ideal one; 0 = no return
+            z = self.sensor.depth(base.z_bg - height, base.sensor)
         xyz = np.stack([self._rx * z, self._ry * z, z], axis=-1).astype(np.float32)
         xyz[base.dropout] = 0.0
         mask = region.copy() if region is not None else np.zeros(z.shape, bool)
@@ -415,6 +480,8 @@ def write_dataset(
     n_test_per_defect: int = 12,
     seed: int = 0,
     progress: bool = True,
+    sensor: str | SensorSpec | None = None,
+    distance: float | dict[str, float] | None = None,
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -423,8 +490,14 @@ def write_dataset(
     ``<category>/calibration/camera_parameters.json`` with the pinhole intrinsics. Each
     (category, split, type) folder has its own seed derived from ``seed``, so changing one count
     does not change the other folders.
+
+    ``sensor`` and ``distance`` are passed to `SceneGenerator` (``distance`` may map category
+    names to distances). With a sensor, ``<category>/calibration/sensor.json`` records the
+    sensor, its distance and the RMS depth error the model predicts there.
     """
     from tqdm import tqdm
+
+    spec = get_sensor(sensor)
 
     out = Path(out)
     categories = tuple(categories)
@@ -442,7 +515,10 @@ def write_dataset(
                 if count <= 0:
                     continue
                 sub_seed = int(np.random.SeedSequence([seed, ci, pi]).generate_state(1)[0])
-                gen = SceneGenerator(category, image_size, seed=sub_seed)
+                gen = SceneGenerator(
+                    category, image_size, seed=sub_seed, sensor=spec,
+                    distance=_distance_for(distance, category),
+                )
                 type_dir = cat_dir / split / dtype
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
                     (type_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -466,10 +542,53 @@ def write_dataset(
                     bar.update(1)
             calib = cat_dir / "calibration"
             calib.mkdir(parents=True, exist_ok=True)
-            fx, fy, cx, cy = SceneGenerator(category, image_size).intrinsics
+            station = SceneGenerator(
+                category, image_size, sensor=spec, distance=_distance_for(distance, category)
+            )
+            fx, fy, cx, cy = station.intrinsics
             (calib / "camera_parameters.json").write_text(
                 json.dumps({"fx": fx, "fy": fy, "cx": cx, "cy": cy, "unit": "m"}, indent=2)
             )
+            if station.sensor is not None:
+                (calib / "sensor.json").write_text(json.dumps(_sensor_record(station), indent=2))
+
+
+def _distance_for(distance: float | dict[str, float] | None, category: str) -> float | None:
+    if isinstance(distance, dict):
+        return distance.get(category)
+    return distance
+
+
+def _sensor_record(gen: SceneGenerator) -> dict:
+    """What a data set's ``sensor.json`` says: the model and what it predicts at the station."""
+    assert gen.sensor is not None
+    sensor = gen.sensor
+    d0 = gen._station[0]
+    return {
+        "sensor": dataclasses.asdict(sensor.spec),
+        "distance_m": d0,
+        "depth_rms_m": float(sensor.spec.depth_rms(d0)),
+        "plane_rms_m": sensor.expected_rms(d0),
+        "noise_correlation_px": sensor.correlation_px,
+        "camera_px_per_image_px": 1.0 / sensor.scale,
+    }
+
+
+def _parse_distance(text: str) -> float | dict[str, float]:
+    """``0.55`` for every category, or ``puck=0.55,bracket=0.5``."""
+    try:
+        if "=" not in text:
+            return float(text)
+        out = {}
+        for item in text.split(","):
+            name, _, value = item.partition("=")
+            out[name.strip()] = float(value)
+        return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--distance takes metres (0.55) or CATEGORY=metres pairs (puck=0.55,bracket=0.5), "
+            f"got {text!r}"
+        ) from None
 
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -486,6 +605,34 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--n-test-good", dest="n_test_good", type=int, default=12)
     parser.add_argument("--n-test-per-defect", dest="n_test_per_defect", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sensor",
+        default="ideal",
+        choices=["ideal", *SENSORS],
+        help="depth camera model (edge/sensors.py): ideal = mild noise, no quantisation (the "
+        "default data); d435 / d405 = Intel's RMS model, correlated noise, depth units, IR "
+        "shadows, flying pixels, exposure and white-balance changes",
+    )
+    parser.add_argument(
+        "--distance",
+        type=_parse_distance,
+        default=None,
+        help="camera distance in m (0.55), or per category (puck=0.55,bracket=0.5); default: "
+        "each category's own, 0.46-0.54 m",
+    )
+    parser.add_argument(
+        "--depth-unit",
+        dest="depth_unit",
+        type=float,
+        default=None,
+        help="depth unit in m with --sensor (default: the camera's, 0.001 D435 / 0.0001 D405)",
+    )
+    parser.add_argument(
+        "--subpixel",
+        type=float,
+        default=None,
+        help="RMS disparity error in px with --sensor (default 0.08, Intel's typical value)",
+    )
     return parser
 
 
@@ -499,6 +646,15 @@ def run_synth(args: argparse.Namespace) -> int:
     # Accept "--categories a b" (nargs="+") as well as "--categories a,b".
     cats = [c.strip() for item in raw for c in str(item).split(",") if c.strip()]
     try:
+        spec = get_sensor(
+            getattr(args, "sensor", "ideal"),
+            depth_unit_m=getattr(args, "depth_unit", None),
+            subpixel=getattr(args, "subpixel", None),
+        )
+        distance = getattr(args, "distance", None)
+        overrides = (getattr(args, "depth_unit", None), getattr(args, "subpixel", None))
+        if spec is None and any(v is not None for v in overrides):
+            raise ValueError("--depth-unit and --subpixel need a --sensor other than ideal")
         write_dataset(
             Path(args.out),
             categories=tuple(cats),
@@ -509,9 +665,19 @@ def run_synth(args: argparse.Namespace) -> int:
             n_test_per_defect=args.n_test_per_defect,
             seed=args.seed,
             progress=getattr(args, "progress", True),
+            sensor=spec,
+            distance=distance,
         )
     except ValueError as exc:
         print(f"trd-edge synth: {exc}")
         return 2
     print(f"wrote synthetic data set for {', '.join(cats)} to {args.out}")
+    for cat in cats if spec is not None else ():
+        station = SceneGenerator(cat, args.image_size, sensor=spec,
+                                 distance=_distance_for(distance, cat))
+        d0 = station._station[0]
+        lo, hi = spec.ideal_range_m
+        note = "" if lo <= d0 <= hi else f" (outside the {spec.name}'s ideal {lo}-{hi} m)"
+        print(f"  {cat}: {spec.name} at {d0:.3f} m{note}: depth RMS "
+              f"{float(spec.depth_rms(d0)) * 1e3:.2f} mm, unit {spec.depth_unit_m * 1e3:g} mm")
     return 0
