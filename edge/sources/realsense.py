@@ -40,10 +40,10 @@ from edge.frames import Frame, Intrinsics
 from edge.geometry import depth_to_xyz
 from edge.registration import (
     SUPPORTED_DISTORTION,
+    DepthRegistration,
     Extrinsics,
     WorkingGrid,
     area_resize,
-    register_depth,
 )
 from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
 from edge.sources.options import FilterOptions, RealSenseOptions
@@ -174,7 +174,8 @@ class RealSenseSource(FrameSource):
         self._geometry: dict[tuple, tuple[Intrinsics, Extrinsics, Intrinsics]] = {}
         self._zbuf: np.ndarray | None = None
         self._warned_lens = False
-        self._resize_buffers: dict = {}  # area_resize's intermediate images, reused per frame
+        self._resize_buffers: dict = {}
+        self._registration = DepthRegistration()  # its rays and buffers, kept between frames  # area_resize's intermediate images, reused per frame
         # a recording with max_sync_skew_ms: two single-stream playbacks paired by us
         self._paired: PairedPlayback | None = None
         self._backoff = self.options.reconnect_initial_s
@@ -689,8 +690,8 @@ class RealSenseSource(FrameSource):
         image = np.asanyarray(color.get_data())
         if image.ndim != 3 or image.shape[2] != 3:
             raise FrameError(f"colour frame has shape {image.shape}, expected H×W×3 (rgb8/bgr8)")
-        z = register_depth(z16, float(self.depth_scale or 0.001), d_intr, extr, c_intr, grid,
-                           out=self._zbuf)
+        z = self._registration(z16, float(self.depth_scale or 0.001), d_intr, extr, c_intr,
+                               grid, out=self._zbuf)
         g_intr = grid.intrinsics(c_intr)
         xyz = depth_to_xyz(z, g_intr.fx, g_intr.fy, g_intr.cx, g_intr.cy)
         # the frame is new, the buffers are not: the caller (Frame) gets a copy at grid size
