@@ -661,6 +661,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
     if args.frames < 1 or args.warmup < 0:
         raise ValueError("--frames must be >= 1 and --warmup >= 0")
+    from edge.allocator import keep_temporaries_on_heap
+
+    keep_temporaries_on_heap()  # as `trd-edge run` does: frame temporaries reuse the heap
     stage_threads = getattr(args, "stage_threads", 1)
     if stage_threads:
         import cv2

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from edge.allocator import keep_temporaries_on_heap
 from edge.backends import create_backend
 from edge.bundle import MODEL_FP32, Bundle, load_bundle
 from edge.config import StationConfig, cli_overrides, load_config
@@ -142,6 +143,7 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
     if config.bundle is None:
         raise ValueError("no model bundle: pass --bundle DIR (from `trd-edge export`) "
                          "or set `bundle:` in the config")
+    keep_temporaries_on_heap()  # per-frame numpy temporaries reuse the heap (edge/allocator.py)
     with contextlib.ExitStack() as stack:
         bundle = load_bundle(config.bundle)
         backend = create_backend(config.runtime.backend, bundle)

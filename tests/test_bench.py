@@ -140,3 +140,13 @@ def test_overhead_is_every_stage_but_inference(tmp_path: Path, capsys) -> None:
                     precision="fp32", stages_ms=stages, end_to_end_ms=[16.0, 16.0],
                     model_only_ms=[10.0, 10.0])
     assert r.overhead_ms == [6.0, 6.0] and r.overhead_ratio == pytest.approx(0.6)
+
+
+def test_allocator_thresholds_can_be_set() -> None:
+    """glibc (Linux, Jetson) takes the thresholds; elsewhere nothing changes and it says so."""
+    import ctypes.util
+
+    from edge.allocator import keep_temporaries_on_heap
+
+    expected = bool(ctypes.util.find_library("c")) and sys.platform.startswith("linux")
+    assert keep_temporaries_on_heap() is expected
