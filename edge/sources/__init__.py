@@ -11,7 +11,8 @@ spec                                   source
 
 Any spec may end in ``?key=value&...`` to override fields of the matching options model
 (`edge.sources.options`), e.g. ``synthetic:bracket?defect_rate=0.5&seed=3`` or
-``realsense?fps=15&decimation=2``. A bare path is accepted too: a ``.db3``/``.bag`` file is a
+``realsense?fps=15&decimation=2``; ``average_frames=N`` averages N frames of a still part
+(`edge.sources.averaging`). A bare path is accepted too: a ``.db3``/``.bag`` file is a
 recording, a directory is a folder replay.
 
 pyrealsense2 is imported only when a RealSense source is opened, so every other source works
@@ -104,7 +105,15 @@ def open_source(spec: str, config: SourceOptions | None = None) -> FrameSource:
             rs_opts = rs_opts.model_copy(update={"serial": arg})
         rs_opts = _with(rs_opts, overrides, spec)
         path = Path(arg).expanduser() if kind == "file" else None
-        return RealSenseSource(path, rs_opts, max_consecutive_errors=limit)
+        camera = RealSenseSource(path, rs_opts, max_consecutive_errors=limit)
+        if rs_opts.average_frames > 1:
+            from edge.sources.averaging import AveragingSource
+
+            return AveragingSource(
+                camera, rs_opts.average_frames, rs_opts.motion_threshold,
+                rs_opts.motion_fraction, max_consecutive_errors=limit,
+            )
+        return camera
     if kind == "folder":
         from edge.sources.folder import FolderSource
 

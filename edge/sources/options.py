@@ -76,6 +76,22 @@ class RealSenseOptions(_Strict):
         "parts that stand still, or recordings made at low frame rates",
     )
     filters: FilterOptions = Field(default_factory=FilterOptions)
+    average_frames: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="deliver the mean of this many consecutive frames of a part that stands "
+        "still (depth noise falls by ~√N; frames are never averaged across motion, see "
+        "edge.sources.averaging); 1 = off",
+    )
+    motion_threshold: float = Field(
+        5.0, gt=0.0, description="averaging: a pixel changed when its colour or depth moved "
+        "by more than this many noise σ (measured from the frames)"
+    )
+    motion_fraction: float = Field(
+        0.005, gt=0.0, le=1.0, description="averaging: the part moved when more than this "
+        "share of pixels changed; the window then restarts"
+    )
     wait_timeout_s: float = Field(
         5.0, gt=0.0, description="no frame for this long = camera lost; reconnect"
     )
