@@ -482,6 +482,7 @@ def write_dataset(
     progress: bool = True,
     sensor: str | SensorSpec | None = None,
     distance: float | dict[str, float] | None = None,
+    average_frames: int = 1,
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -493,7 +494,9 @@ def write_dataset(
 
     ``sensor`` and ``distance`` are passed to `SceneGenerator` (``distance`` may map category
     names to distances). With a sensor, ``<category>/calibration/sensor.json`` records the
-    sensor, its distance and the RMS depth error the model predicts there.
+    sensor, its distance and the RMS depth error the model predicts there. ``average_frames``
+    > 1 writes each part as the station's temporal average of that many captures
+    (`edge.sources.averaging`, as ``camera.realsense.average_frames`` records it).
     """
     from tqdm import tqdm
 
@@ -523,7 +526,10 @@ def write_dataset(
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
                     (type_dir / sub).mkdir(parents=True, exist_ok=True)
                 for i in range(count):
-                    scene = gen.sample(dtype)
+                    scene = (
+                        gen.sample(dtype) if average_frames <= 1
+                        else _averaged(gen.sample_still(dtype, average_frames))
+                    )
                     name = f"{i:03d}"
                     cv2.imwrite(
                         str(type_dir / "rgb" / f"{name}.png"),
@@ -550,7 +556,19 @@ def write_dataset(
                 json.dumps({"fx": fx, "fy": fy, "cx": cx, "cy": cy, "unit": "m"}, indent=2)
             )
             if station.sensor is not None:
-                (calib / "sensor.json").write_text(json.dumps(_sensor_record(station), indent=2))
+                record = _sensor_record(station) | {"average_frames": average_frames}
+                (calib / "sensor.json").write_text(json.dumps(record, indent=2))
+
+
+def _averaged(scenes: list[SyntheticScene]) -> SyntheticScene:
+    """The station's valid-aware temporal mean of captures of one still part."""
+    from edge.frames import Frame
+    from edge.sources.averaging import average_frames
+
+    mean = average_frames([Frame(rgb=s.rgb, xyz=s.xyz, frame_number=i)
+                           for i, s in enumerate(scenes)])
+    first = scenes[0]
+    return SyntheticScene(mean.rgb, mean.xyz, first.mask, first.defect, first.intrinsics)
 
 
 def _distance_for(distance: float | dict[str, float] | None, category: str) -> float | None:
@@ -628,6 +646,14 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="depth unit in m with --sensor (default: the camera's, 0.001 D435 / 0.0001 D405)",
     )
     parser.add_argument(
+        "--average-frames",
+        dest="average_frames",
+        type=int,
+        default=1,
+        help="with --sensor: write each part as the mean of N captures of it standing still "
+        "(what a station with camera.realsense.average_frames=N records)",
+    )
+    parser.add_argument(
         "--subpixel",
         type=float,
         default=None,
@@ -653,8 +679,13 @@ def run_synth(args: argparse.Namespace) -> int:
         )
         distance = getattr(args, "distance", None)
         overrides = (getattr(args, "depth_unit", None), getattr(args, "subpixel", None))
-        if spec is None and any(v is not None for v in overrides):
-            raise ValueError("--depth-unit and --subpixel need a --sensor other than ideal")
+        average = int(getattr(args, "average_frames", 1))
+        if spec is None and (any(v is not None for v in overrides) or average > 1):
+            raise ValueError(
+                "--depth-unit, --subpixel and --average-frames need a --sensor other than ideal"
+            )
+        if average < 1:
+            raise ValueError(f"--average-frames must be at least 1, got {average}")
         write_dataset(
             Path(args.out),
             categories=tuple(cats),
@@ -667,6 +698,7 @@ def run_synth(args: argparse.Namespace) -> int:
             progress=getattr(args, "progress", True),
             sensor=spec,
             distance=distance,
+            average_frames=average,
         )
     except ValueError as exc:
         print(f"trd-edge synth: {exc}")

@@ -235,3 +235,24 @@ def test_synth_cli_with_a_sensor(tmp_path: Path, capsys) -> None:
     assert run_synth(bad) == 2
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--distance", "near"])
+
+
+def test_synth_average_frames_writes_the_station_mean(tmp_path: Path) -> None:
+    from calibration.geometry import measure_xyz
+    from edge.dataset_io import list_samples, load_raw
+    from edge.synthetic import write_dataset
+
+    rms, clouds = {}, {}
+    for n in (1, 4):
+        root = tmp_path / f"avg{n}"
+        write_dataset(root, ("puck",), 64, n_train=4, n_validation=0, n_test_good=0,
+                      n_test_per_defect=0, progress=False, sensor="d435", distance=0.55,
+                      average_frames=n)
+        samples = [load_raw(r) for r in list_samples(str(root), "puck", "train")]
+        rms[n] = np.median([measure_xyz(s.xyz).depth_noise_rms_m for s in samples])
+        clouds[n] = [s.xyz[..., 2] for s in samples]
+    assert rms[1] / rms[4] == pytest.approx(2.0, rel=0.2)
+    for a, b in zip(clouds[1], clouds[4], strict=True):  # the same parts, only quieter
+        assert np.median(np.abs(a - b)[(a > 0) & (b > 0)]) < 1.5e-3
+    sensor = json.loads((tmp_path / "avg4/puck/calibration/sensor.json").read_text())
+    assert sensor["average_frames"] == 4
