@@ -79,7 +79,11 @@ class Frame:
         source: a short description of where it came from (e.g. ``realsense:123456``).
         intrinsics: the intrinsics the cloud was computed with, when known.
         meta: free-form extras; replayed and synthetic frames carry ground truth here
-            (``label`` 0/1, ``defect_type``, ``category``, ``split``, ``name``, ...).
+            (``label`` 0/1, ``defect_type``, ``category``, ``split``, ``name``, ...). A camera
+            asked for a bundle's working grid (`Inspector.attach`) delivers the grid itself
+            (``rgb``/``xyz`` G×G over the region of interest) and says so: ``working_grid``
+            ({"size": G, "roi": fractions or None}) and ``camera_size`` ((H, W) of the full
+            colour image, for verdict regions in camera pixels).
         capture_ms: wall time spent waiting for / converting this frame, in milliseconds.
     """
 
