@@ -155,11 +155,16 @@ def _sep_filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
     return cv2.sepFilter2D(img, depth, k, k, borderType=cv2.BORDER_REFLECT)
 
 
-def normalise(m: np.ndarray, mean: float, std: float, modality: str = "map") -> np.ndarray:
-    """z-score a raw map with validation statistics (§8 step 4), in float64."""
+def normalise(
+    m: np.ndarray, mean: float, std: float, modality: str = "map", dtype: type = np.float64
+) -> np.ndarray:
+    """z-score a raw map with validation statistics (§8 step 4), in float64 (or ``dtype``)."""
     if not std > 0:
         raise ValueError(f"{modality} std is {std}; it must be > 0 (recompute the statistics)")
-    return (np.asarray(m, dtype=np.float64) - mean) / std
+    out = np.array(m, dtype=dtype)  # a copy: normalised in place below
+    out -= dtype(mean)
+    out /= dtype(std)
+    return out
 
 
 def fuse(norm_rgb: np.ndarray, norm_3d: np.ndarray) -> np.ndarray:
@@ -211,8 +216,10 @@ def score_maps(
         raise ValueError(f"map_rgb {a.shape} and map_3d {b.shape} must have the same shape")
     if sigma is None:
         sigma = smoothing_sigma(a.shape[-2])
-    rgb = gaussian_smooth(normalise(a, stats.rgb_mean, stats.rgb_std, "rgb"), sigma, work_dtype)
-    x3d = gaussian_smooth(normalise(b, stats.x3d_mean, stats.x3d_std, "3d"), sigma, work_dtype)
+    na = normalise(a, stats.rgb_mean, stats.rgb_std, "rgb", work_dtype)
+    nb = normalise(b, stats.x3d_mean, stats.x3d_std, "3d", work_dtype)
+    rgb = gaussian_smooth(na, sigma, work_dtype)
+    x3d = gaussian_smooth(nb, sigma, work_dtype)
     fused = fuse(rgb, x3d)
     return ScoredMaps(
         fused=fused.astype(np.float32), rgb=rgb.astype(np.float32), x3d=x3d.astype(np.float32)
