@@ -126,6 +126,7 @@ class SceneGenerator:
         seed: int = 0,
         sensor: str | SensorSpec | None = None,
         distance: float | None = None,
+        dent_depth: tuple[float, float] = (0.002, 0.004),
     ):
         """Args:
             category: one of `CATEGORIES`.
@@ -138,6 +139,8 @@ class SceneGenerator:
             distance: camera-to-support distance (m) of this category's station; ``None``
                 keeps the category's own (0.46–0.54 m). When set, the image spans 12 cm of the
                 support at that distance, so parts keep their size in pixels.
+            dent_depth: range (m) of the depth/height of ``geometry`` defects; a fixed value
+                ``(d, d)`` gives every dent and bump that depth, with the same scenes.
         """
         if category not in CATEGORIES:
             raise ValueError(f"unknown synthetic category '{category}'; choose from {CATEGORIES}")
@@ -149,6 +152,10 @@ class SceneGenerator:
         if distance is not None and not 0.05 <= distance <= 5.0:
             raise ValueError(f"distance must be 0.05–5 m, got {distance}")
         self.distance = distance
+        lo, hi = (float(v) for v in dent_depth)
+        if not 0 < lo <= hi:
+            raise ValueError(f"dent_depth must be 0 < min <= max (m), got {dent_depth}")
+        self.dent_depth = (lo, hi)
         n = self.image_size
         self.f = n * (0.5 if distance is None else distance) / _FIELD_AT_HALF_METRE
         spec = get_sensor(sensor)
@@ -418,7 +425,7 @@ class SceneGenerator:
             spec.update(colour=palette[choice], alpha=rng.uniform(0.7, 0.9))
         elif defect == "geometry":
             sign = 1.0 if rng.random() < 0.5 else -1.0
-            spec.update(amplitude=sign * rng.uniform(0.002, 0.004), cap=cap)
+            spec.update(amplitude=sign * rng.uniform(*self.dent_depth), cap=cap)
         else:  # both
             spec.update(depth=rng.uniform(0.003, 0.006), darken=rng.uniform(0.2, 0.35))
         return region, spec
@@ -483,6 +490,7 @@ def write_dataset(
     sensor: str | SensorSpec | None = None,
     distance: float | dict[str, float] | None = None,
     average_frames: int = 1,
+    dent_depth: tuple[float, float] = (0.002, 0.004),
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -520,7 +528,7 @@ def write_dataset(
                 sub_seed = int(np.random.SeedSequence([seed, ci, pi]).generate_state(1)[0])
                 gen = SceneGenerator(
                     category, image_size, seed=sub_seed, sensor=spec,
-                    distance=_distance_for(distance, category),
+                    distance=_distance_for(distance, category), dent_depth=dent_depth,
                 )
                 type_dir = cat_dir / split / dtype
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
@@ -592,6 +600,17 @@ def _sensor_record(gen: SceneGenerator) -> dict:
     }
 
 
+def _parse_dent_depth(text: str) -> tuple[float, float]:
+    """``3`` or ``1,5`` (mm) → metres."""
+    try:
+        vals = [float(v) / 1000.0 for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or not 0 < vals[0] <= vals[-1]:
+        raise argparse.ArgumentTypeError(f"--dent-depth takes MM or MIN,MAX in mm, got {text!r}")
+    return vals[0], vals[-1]
+
+
 def _parse_distance(text: str) -> float | dict[str, float]:
     """``0.55`` for every category, or ``puck=0.55,bracket=0.5``."""
     try:
@@ -644,6 +663,14 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         type=float,
         default=None,
         help="depth unit in m with --sensor (default: the camera's, 0.001 D435 / 0.0001 D405)",
+    )
+    parser.add_argument(
+        "--dent-depth",
+        dest="dent_depth",
+        type=_parse_dent_depth,
+        default=(0.002, 0.004),
+        help="depth of the geometry defects in mm: MIN,MAX or one value (default 2,4); the "
+        "scenes stay the same, so one trained run can be evaluated per depth",
     )
     parser.add_argument(
         "--average-frames",
@@ -699,6 +726,7 @@ def run_synth(args: argparse.Namespace) -> int:
             sensor=spec,
             distance=distance,
             average_frames=average,
+            dent_depth=getattr(args, "dent_depth", (0.002, 0.004)),
         )
     except ValueError as exc:
         print(f"trd-edge synth: {exc}")

@@ -256,3 +256,20 @@ def test_synth_average_frames_writes_the_station_mean(tmp_path: Path) -> None:
         assert np.median(np.abs(a - b)[(a > 0) & (b > 0)]) < 1.5e-3
     sensor = json.loads((tmp_path / "avg4/puck/calibration/sensor.json").read_text())
     assert sensor["average_frames"] == 4
+
+
+def test_dent_depth_sets_the_geometry_defect_and_keeps_the_scene() -> None:
+    for depth in (0.001, 0.005):
+        gen = SceneGenerator("puck", 64, seed=8, dent_depth=(depth, depth))
+        ref = SceneGenerator("puck", 64, seed=8)
+        for _ in range(3):
+            (s, twin), (r, _) = gen.sample_with_twin("geometry"), ref.sample_with_twin("geometry")
+            assert np.array_equal(s.mask, r.mask)  # same part, same defect place
+            dz = np.abs(s.xyz[..., 2] - twin.xyz[..., 2])[s.mask]
+            assert dz.max() == pytest.approx(depth, rel=0.05)  # the cap's full height
+    with pytest.raises(ValueError, match="dent_depth"):
+        SceneGenerator("puck", 64, dent_depth=(0.003, 0.001))
+    parser = add_synth_arguments(argparse.ArgumentParser())
+    assert parser.parse_args(["--out", "x", "--dent-depth", "3"]).dent_depth == (0.003, 0.003)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "x", "--dent-depth", "5,1"])
