@@ -80,7 +80,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", choices=["wide_resnet50_2", "resnet18"],
                    default="wide_resnet50_2")
     p.add_argument("--image-size", type=int, default=256, help="multiple of 32")
-    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="default: the authors' count for the dataset, 200 for MVTec 3D-AD "
+                   "(and synthetic data), 100 for Eyecandies")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--teacher-weights", default="imagenet",
@@ -88,6 +90,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "PATH to a torchvision-format state dict")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                   help="GPU: deterministic cuDNN/cuBLAS kernels as the authors' setup_seed, "
+                   "so runs and resumes repeat exactly (default); --no-deterministic lets "
+                   "cudnn.benchmark pick faster kernels")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--sobel-ksize", type=int, default=None,
                    help="normal modality: Sobel aperture (default per category, else 5)")

@@ -24,6 +24,7 @@ def run_train(args: argparse.Namespace) -> int:
         teacher_weights=args.teacher_weights,
         seed=args.seed,
         device=args.device,
+        deterministic=getattr(args, "deterministic", True),
         num_workers=args.num_workers,
         sobel_ksize=args.sobel_ksize,
         augment=args.augment,

@@ -49,6 +49,11 @@ class RGBDDataset(Dataset):
                 "modality 'depth' is not available, use --modality normal"
             )
 
+    @property
+    def rng(self) -> np.random.Generator:
+        """The augmentation generator (a checkpoint saves its state, so a resume continues it)."""
+        return self._rng
+
     def __len__(self) -> int:
         return len(self.records)
 

@@ -33,6 +33,10 @@ CALIBRATION_FILE = "calibration.json"
 METRICS_FILE = "metrics.json"
 
 
+# The authors' epochs per dataset (trd-model.md §7); an explicit --epochs wins.
+DEFAULT_EPOCHS: dict[str, int] = {"mvtec3d": 200, "eyecandies": 100}
+
+
 class RunError(RuntimeError):
     """A run directory is missing, incomplete or inconsistent."""
 
@@ -47,7 +51,10 @@ class TrainConfig(BaseModel):
     modality: Literal["depth", "normal"] = Field("normal", description="3D image type")
     backbone: Literal["resnet18", "wide_resnet50_2"] = Field("wide_resnet50_2")
     image_size: int = Field(256, ge=32, description="square input side, a multiple of 32")
-    epochs: int = Field(200, ge=1)
+    epochs: int | None = Field(
+        None, ge=1, description="None: the authors' count for the detected dataset kind "
+        "(DEFAULT_EPOCHS: MVTec 3D-AD 200, Eyecandies 100); run.json holds the resolved number",
+    )
     batch_size: int = Field(16, ge=1)
     lr: float = Field(0.005, gt=0, description="Adam learning rate (TRD: 0.005)")
     betas: tuple[float, float] = Field((0.5, 0.999), description="Adam betas (TRD: 0.5, 0.999)")
@@ -55,6 +62,10 @@ class TrainConfig(BaseModel):
     teacher_weights: str = Field("imagenet", description="imagenet | random | PATH")
     seed: int = 42
     device: str = "cpu"
+    deterministic: bool = Field(
+        True, description="the reference's cuDNN setup (deterministic kernels, no benchmark) "
+        "plus torch.use_deterministic_algorithms (warn only); False: cudnn.benchmark for speed",
+    )
     num_workers: int = Field(0, ge=0)
     sobel_ksize: int | None = Field(None, description="normal modality: Sobel aperture override")
     align: Literal["none", "principal-axis"] = Field(
@@ -95,6 +106,8 @@ class RunInfo(BaseModel):
     git_revision: str | None = None
     created: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     dataset_kind: str = "mvtec3d"
+    # where config.epochs came from; None in runs recorded before it was
+    epochs_source: Literal["explicit", "dataset-default"] | None = None
     n_train: int = 0
     n_validation: int = 0
     epochs_done: int = 0
@@ -120,6 +133,13 @@ class LoadedRun:
     info: RunInfo
     calibration: Calibration | None
     metrics: dict | None
+
+
+def resolve_epochs(cfg: TrainConfig, kind: str) -> tuple[TrainConfig, str]:
+    """``cfg`` with its epochs filled in for dataset ``kind``, and where the number came from."""
+    if cfg.epochs is not None:
+        return cfg, "explicit"
+    return cfg.model_copy(update={"epochs": DEFAULT_EPOCHS[kind]}), "dataset-default"
 
 
 def git_revision(start: Path | None = None) -> str | None:

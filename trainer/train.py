@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from edge.dataset_io import dataset_kind, list_samples
@@ -28,6 +32,7 @@ from trainer.run import (
     TrainConfig,
     git_revision,
     read_run_info,
+    resolve_epochs,
     write_json,
 )
 from trainer.weights import resolve_teacher_weights
@@ -51,12 +56,42 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
     )
 
 
+@contextmanager
+def determinism(enabled: bool) -> Iterator[None]:
+    """The GPU kernel choice for a run; the process-global flags are restored afterwards.
+
+    On: the reference's ``setup_seed`` (``cudnn.deterministic=True``, ``benchmark=False``) plus
+    ``torch.use_deterministic_algorithms(True, warn_only=True)``, so a run (and a resumed one)
+    repeats bit for bit on the same GPU; an op without a deterministic kernel warns instead of
+    stopping a long run. Off: ``cudnn.benchmark`` picks the fastest kernels (the input size
+    never changes), results vary in the last bits between runs. CPU training is unaffected.
+    """
+    cudnn = torch.backends.cudnn
+    saved = (
+        cudnn.deterministic, cudnn.benchmark, torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    if enabled:  # deterministic cuBLAS needs this before its first handle; harmless elsewhere
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    cudnn.deterministic, cudnn.benchmark = enabled, not enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+# Settings that change speed or where a run executes, not what it computes: free on resume.
+_RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "deterministic"}
+
+
 def _check_resume(out: Path, cfg: TrainConfig) -> RunInfo | None:
     if not (out / RUN_FILE).is_file():
         return None
     info = read_run_info(out)
-    old = info.config.model_dump(exclude={"epochs", "device", "num_workers"})
-    new = cfg.model_dump(exclude={"epochs", "device", "num_workers"})
+    old = info.config.model_dump(exclude=_RESUMABLE_CHANGES)
+    new = cfg.model_dump(exclude=_RESUMABLE_CHANGES)
     if old != new:
         diff = sorted(k for k in new if old.get(k) != new[k])
         raise RunError(
@@ -66,13 +101,45 @@ def _check_resume(out: Path, cfg: TrainConfig) -> RunInfo | None:
     return info
 
 
-def _save_checkpoint(path: Path, model: TRD, optims: dict, scheds: dict, epoch: int) -> None:
+def _rng_state(loader: DataLoader) -> dict:
+    """Every random stream the next epoch draws from, in types ``torch.load(weights_only=True)``
+    accepts: the loader's own generator picks the shuffle order (re-seeded at a resume, it
+    would repeat the first epoch's), the dataset's generator the rot90 augmentation."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "loader": loader.generator.get_state(),
+        "numpy": (kind, keys.tolist(), pos, has_gauss, gauss),
+        "python": random.getstate(),
+        "dataset": loader.dataset.rng.bit_generator.state,
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict, loader: DataLoader) -> None:
+    """Undo `_rng_state` (the inverse, stream by stream). RNG states must be CPU tensors; a
+    checkpoint loaded with ``map_location="cuda"`` has moved them."""
+    loader.generator.set_state(state["loader"].cpu())
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    loader.dataset.rng.bit_generator.state = state["dataset"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
+
+
+def _save_checkpoint(
+    path: Path, model: TRD, optims: dict, scheds: dict, epoch: int, loader: DataLoader
+) -> None:
     state = {
         "model": model.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in optims.items()},
         "schedulers": {k: s.state_dict() for k, s in scheds.items()},
         "epoch": epoch,
         "torch_rng": torch.get_rng_state(),
+        "rng": _rng_state(loader),
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -80,10 +147,24 @@ def _save_checkpoint(path: Path, model: TRD, optims: dict, scheds: dict, epoch: 
 
 
 def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
-    """Train (or resume) a TRD run into `out` and calibrate it on the validation split."""
+    """Train (or resume) a TRD run into `out` and calibrate it on the validation split.
+
+    ``cfg.epochs`` None trains the authors' count for the dataset kind (`DEFAULT_EPOCHS`);
+    ``cfg.deterministic`` selects the kernels (`determinism`).
+    """
     if cfg.image_size % 32:
         raise ValueError(f"--image-size {cfg.image_size} is not a multiple of 32 (try 256)")
-    out = Path(out)
+    kind = dataset_kind(cfg.data_root, cfg.category)
+    cfg, epochs_source = resolve_epochs(cfg, kind)
+    with determinism(cfg.deterministic):
+        return _train(cfg, Path(out), kind, epochs_source, progress)
+
+
+def _train(
+    cfg: TrainConfig, out: Path, kind: str, epochs_source: str, progress: bool
+) -> Path:
+    """`train` with the epochs resolved, inside its determinism settings."""
+    assert cfg.epochs is not None  # resolve_epochs filled it in
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
     device = torch.device(cfg.device)
@@ -119,7 +200,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
         for b in optims:
             optims[b].load_state_dict(ckpt["optimizers"][b])
             scheds[b].load_state_dict(ckpt["schedulers"][b])
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        if "rng" in ckpt:  # checkpoints before it restore torch's RNG only
+            _restore_rng(ckpt["rng"], train_loader)
         start = int(ckpt["epoch"])
         log.info("resuming %s at epoch %d/%d", out, start, cfg.epochs)
     if info is None:
@@ -127,10 +210,11 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
             config=cfg,
             preprocess=pre,
             git_revision=git_revision(),
-            dataset_kind=dataset_kind(cfg.data_root, cfg.category),
+            dataset_kind=kind,
             torch_version=torch.__version__,
         )
     info.config = cfg  # epochs may have been raised for a resume
+    info.epochs_source = epochs_source
     info.n_train, info.n_validation = len(train_records), len(val_records)
     write_json(out / RUN_FILE, info)
 
@@ -163,7 +247,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
         )
         info.history.append(rec)
         info.epochs_done = epoch + 1
-        _save_checkpoint(ckpt_path, model, optims, scheds, epoch + 1)
+        _save_checkpoint(ckpt_path, model, optims, scheds, epoch + 1, train_loader)
         write_json(out / RUN_FILE, info)
         bar.set_postfix(loss_rgb=f"{rec.loss_rgb:.4f}", loss_3d=f"{rec.loss_3d:.4f}")
         if not progress:
