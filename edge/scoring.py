@@ -3,8 +3,9 @@
 Implements TRD scoring (trd-model.md §8, steps 3-6): per-modality z-scoring with validation
 statistics, fusion by plain sum, Gaussian smoothing (reflect, truncate 4; sigma 4·S/256 px for
 S×S maps: the reference's 4 px, radius 16, at 256², see `smoothing_sigma`) and the image score
-as the maximum of the smoothed map. Bundles record the rule in ``scoring.smoothing``. The edge runtime does not ship scipy, so the smoothing
-reproduces `scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)` with OpenCV.
+as the maximum of the smoothed map. Bundles record the rule in ``scoring.smoothing``. The edge
+runtime does not ship scipy, so the smoothing reproduces
+`scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)` with OpenCV.
 """
 
 from __future__ import annotations
