@@ -1,0 +1,112 @@
+"""Detection through a depth-camera model, per dent depth (issue 17's table; docs/sensor-model.md).
+
+For each station (camera model, distance, frames averaged) and category: write a data set with
+`trd-edge synth`'s generator and sensor model, train the light model once on its good parts,
+evaluate on its test split (colour / geometry 2–4 mm / both), then evaluate the same run on test
+sets whose geometry defects all have one depth (`--dent-depth`: same scenes, only the dents
+differ). Prints one markdown row per station × category; rows also go to ``--jsonl``.
+
+    python scripts/sensor_table.py --out /tmp/trd17 --categories puck \\
+        --stations ideal@0.55 d435@0.55 d435@0.55x8 d405@0.2 --depths 1 2 3 4 5 \\
+        --image-size 64 --epochs 8
+
+A station is ``SENSOR@DISTANCE`` with an optional ``xN`` (N frames averaged at the station).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+from edge.sensors import get_sensor
+from edge.synthetic import write_dataset
+from trainer.evaluate import evaluate
+from trainer.run import TrainConfig
+from trainer.train import train
+
+SOBEL = {"puck": 3}  # the low, flat puck needs the 3-tap aperture (docs/offline-teachers.md)
+
+
+def _station(text: str) -> tuple[str, float, int]:
+    m = re.fullmatch(r"(\w+)@([0-9.]+)(?:x(\d+))?", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"station {text!r}: use SENSOR@DISTANCE[xN]")
+    return m.group(1), float(m.group(2)), int(m.group(3) or 1)
+
+
+def _data(out: Path, sensor: str, distance: float, average: int, args, depth: float | None):
+    tag = f"{sensor}-{distance:g}-x{average}-{args.data_size}-s{args.seed}"
+    root = out / (f"data-{tag}" if depth is None else f"data-{tag}-dent{depth:g}")
+    if not root.is_dir():
+        write_dataset(
+            root, categories=tuple(args.categories), image_size=args.data_size,
+            n_train=args.n_train if depth is None else 0, n_validation=12, n_test_good=20,
+            n_test_per_defect=20, seed=args.seed, progress=False, sensor=sensor,
+            distance=distance, average_frames=average,
+            dent_depth=(0.002, 0.004) if depth is None else (depth / 1e3, depth / 1e3),
+        )
+    return root
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="data and runs go here")
+    p.add_argument("--stations", nargs="+", type=_station, default=[_station("d435@0.55")])
+    p.add_argument("--categories", nargs="+", default=["puck"])
+    p.add_argument("--depths", nargs="*", type=float, default=[1, 2, 3, 4, 5], help="mm")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--data-size", type=int, default=128, help="render the data at this size")
+    p.add_argument("--n-train", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--modality", default="normal", choices=["normal", "depth"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jsonl", type=Path, default=None)
+    a = p.parse_args()
+
+    depths = " | ".join(f"geo {d:g} mm" for d in a.depths)
+    print(f"| station | category | model RMS mm | colour | geometry 2–4 mm | both | {depths} | "
+          "fused | P-AUROC | train s |")
+    print("|---" * (9 + len(a.depths)) + "|")
+    for sensor, distance, average in a.stations:
+        spec = get_sensor(sensor)
+        rms = spec.plane_rms(distance) / average**0.5 if spec is not None else 0.00015
+        data = _data(a.out, sensor, distance, average, a, None)
+        for cat in a.categories:
+            run = a.out / f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-{a.modality}"
+            cfg = TrainConfig(
+                data_root=str(data), category=cat, modality=a.modality, backbone="resnet18",
+                image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
+                teacher_weights="offline", seed=a.seed, align="principal-axis",
+                sobel_ksize=SOBEL.get(cat),
+            )
+            t0 = time.perf_counter()
+            train(cfg, run, progress=False)
+            seconds = time.perf_counter() - t0
+            res = evaluate(run, data, cat, progress=False)
+            per = {k: v["image_auroc"] for k, v in res["per_defect_type"].items()}
+            by_depth = {}
+            for d in a.depths:
+                dres = evaluate(run, _data(a.out, sensor, distance, average, a, d), cat,
+                                progress=False)
+                by_depth[d] = dres["per_defect_type"]["geometry"]["image_auroc"]
+            f = res["fused"]
+            cols = " | ".join(f"{by_depth[d]:.2f}" for d in a.depths)
+            name = f"{sensor} {distance:g} m" + (f" ×{average}" if average > 1 else "")
+            print(f"| {name} | {cat} | {rms * 1e3:.2f} | {per['color']:.2f} | "
+                  f"{per['geometry']:.2f} | {per['both']:.2f} | {cols} | {f['image_auroc']:.2f} | "
+                  f"{f['pixel_auroc']:.2f} | {seconds:.0f} |", flush=True)
+            if a.jsonl:
+                with a.jsonl.open("a") as fh:
+                    fh.write(json.dumps({
+                        "station": [sensor, distance, average], "config": cfg.model_dump(),
+                        "train_s": seconds, "per_defect_type": per, "fused": f,
+                        "geometry_by_depth_mm": by_depth,
+                    }) + "\n")
+
+
+if __name__ == "__main__":
+    main()
