@@ -76,7 +76,8 @@ class SensorSpec:
         depth_unit_m: default depth unit (metres per Z16 step).
         min_z_m: nearest measurable depth at ``width_px`` (datasheet min-Z).
         ideal_range_m: the datasheet's recommended working range.
-        flying_prob: share of rim pixels whose depth lies between the two surfaces.
+        flying_prob: share of rim pixels whose depth lies between the two surfaces. This and
+            the fields below are model choices, not datasheet values.
         rim_sigmas: a depth step counts as a rim when larger than this many σ_z.
         exposure_sd: standard deviation of ln(exposure gain) from scene to scene.
         white_balance_sd: standard deviation of ln(red, blue gain) from scene to scene.
