@@ -285,16 +285,40 @@ class DepthRegistration:
     One instance per stream; not thread-safe.
     """
 
+    # Depth samples outside the colour image's ROI are wasted work (a D435's depth sees about
+    # twice the colour camera's field): after a frame, only the window of samples that landed,
+    # plus a margin for parallax, is read; every REFRESH-th frame reads everything again.
+    REFRESH = 30
+    MARGIN = 0.05  # of the window's extent, at least 4 samples
+
     def __init__(self) -> None:
         self._key: tuple | None = None
         self._rays: tuple = ()
         self._buf: dict[str, np.ndarray] = {}
+        self._window: tuple[int, int, int, int] | None = None
+        self._frames = 0
 
     def _array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+        """A contiguous array of ``shape`` on a backing buffer kept between frames (it only
+        grows), so windows of changing size allocate nothing."""
+        n = int(np.prod(shape))
         arr = self._buf.get(name)
-        if arr is None or arr.shape != shape or arr.dtype != np.dtype(dtype):
-            arr = self._buf[name] = np.empty(shape, dtype)
-        return arr
+        if arr is None or arr.size < n or arr.dtype != np.dtype(dtype):
+            arr = self._buf[name] = np.empty(max(n, 1), dtype)
+        return arr[:n].reshape(shape)
+
+    def _next_window(self, ok: np.ndarray, offset: tuple[int, int], full: tuple[int, int]) -> None:
+        rows_hit = np.flatnonzero(ok.any(axis=1))
+        cols_hit = np.flatnonzero(ok.any(axis=0))
+        if rows_hit.size == 0 or cols_hit.size == 0:
+            self._window = None
+            return
+        r0, r1 = offset[0] + int(rows_hit[0]), offset[0] + int(rows_hit[-1]) + 1
+        c0, c1 = offset[1] + int(cols_hit[0]), offset[1] + int(cols_hit[-1]) + 1
+        mr = max(4, int(self.MARGIN * (r1 - r0)))
+        mc = max(4, int(self.MARGIN * (c1 - c0)))
+        self._window = (max(r0 - mr, 0), min(r1 + mr, full[0]),
+                        max(c0 - mc, 0), min(c1 + mc, full[1]))
 
     def _prepare(self, d_intr: Intrinsics, c_intr: Intrinsics, grid: WorkingGrid,
                  extr: Extrinsics) -> tuple:
@@ -338,7 +362,15 @@ class DepthRegistration:
             raise ValueError(
                 f"distortion model {color_intr.model!r} is not supported for registration"
             )
+        key_before = self._key
         rows, cols, ax, ay, az = self._prepare(depth_intr, color_intr, grid, depth_to_color)
+        full = ax.shape
+        if self._key != key_before or self._frames % self.REFRESH == 0:
+            self._window = None
+        self._frames += 1
+        r0, r1, c0, c1 = self._window or (0, full[0], 0, full[1])
+        rows, cols = rows[r0:r1], cols[c0:c1]
+        ax, ay, az = ax[r0:r1, c0:c1], ay[r0:r1, c0:c1], az[r0:r1, c0:c1]
         shape = ax.shape
         buf = self._array
         rows_u16 = np.take(depth_raw, rows, axis=0, out=buf("rows", (len(rows), depth_raw.shape[1]),
@@ -382,6 +414,7 @@ class DepthRegistration:
         tmp = np.less(iy.view(np.uint32), gh, out=buf("tmp", shape, np.bool_))
         ok &= tmp
         ok &= valid
+        self._next_window(ok, (r0, c0), full)
         flat = buf("flat", shape, np.intp)
         np.multiply(iy, gw, out=flat, casting="unsafe")
         flat += ix
