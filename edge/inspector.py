@@ -26,7 +26,7 @@ class Inspection:
     """The outcome for one frame, before it becomes a wire message."""
 
     frame: Frame
-    maps: ScoredMaps  # fused / rgb / x3d, each (1, S, S), normalised and smoothed
+    model_maps: ScoredMaps  # fused / rgb / x3d, each (1, S, S), in the model's (aligned) frame
     image_score: float
     rgb_score: float
     x3d_score: float
@@ -37,6 +37,9 @@ class Inspection:
     # frame.rgb) and in the camera's full-resolution pixels (for verdict regions).
     view_frame: tuple[float, float, float, float] | None = None
     view_camera: tuple[float, float, float, float] | None = None
+    pose: Pose | None = None  # the part's alignment; maps turn back into the camera frame by it
+    camera_fused: np.ndarray | None = None  # (S, S) fused map in the camera frame
+    _maps: ScoredMaps | None = field(default=None, repr=False)
 
     @property
     def is_defect(self) -> bool:
@@ -45,7 +48,23 @@ class Inspection:
 
     @property
     def fused(self) -> np.ndarray:
+        """The fused map in the camera frame (regions, heatmaps)."""
+        if self.camera_fused is not None:
+            return self.camera_fused
         return self.maps.fused[0]
+
+    @property
+    def maps(self) -> ScoredMaps:
+        """All three maps in the camera frame (turned on first use: the loop needs only the
+        fused one, `fused`)."""
+        if self._maps is None:
+            if self.pose is None:
+                self._maps = self.model_maps
+            else:
+                m = self.model_maps
+                turned = self.pose.to_camera(np.concatenate([m.fused, m.rgb, m.x3d]))
+                self._maps = ScoredMaps(*(turned[i:i + 1] for i in range(3)))
+        return self._maps
 
 
 class Inspector:
@@ -144,10 +163,7 @@ class Inspector:
         maps = score_maps(m_rgb, m_3d, self.stats, work_dtype=np.float32)
         score = float(maps.fused[0].max())
         rgb_score, x3d_score = float(maps.rgb[0].max()), float(maps.x3d[0].max())
-        if pose is not None:
-            turned = pose.to_camera(np.concatenate([maps.fused, maps.rgb, maps.x3d]))
-            maps = ScoredMaps(*(turned[i:i + 1] for i in range(3)))
-        fused = maps.fused[0]
+        fused = maps.fused[0] if pose is None else pose.to_camera(maps.fused)[0]
         regions = (
             defect_regions(fused, self.threshold, self.min_region_px)
             if score > self.threshold
@@ -157,9 +173,10 @@ class Inspector:
         timings = dict(timings)
         timings["postprocess"] = (time.perf_counter() - t0) * 1000.0
         return Inspection(
-            frame=frame, maps=maps, image_score=score, rgb_score=rgb_score,
+            frame=frame, model_maps=maps, image_score=score, rgb_score=rgb_score,
             x3d_score=x3d_score, threshold=self.threshold, regions=regions,
             timings_ms=timings, view_frame=view_frame, view_camera=view_camera,
+            pose=pose, camera_fused=fused,
         )
 
     def inspect(self, frame: Frame) -> Inspection:

@@ -389,12 +389,13 @@ def _preprocess_working(
     plane = fit_background_plane(xyz)
     fg = foreground_mask(xyz, cfg.plane_distance, cfg.closing_iterations, plane=plane)
     pose = None
+    z = np.ascontiguousarray(xyz[..., 2])  # from here on only heights are needed
     if cfg.align == "principal-axis":
         pose = pose_from_mask(xyz, fg, plane)
-        if pose is not None:
-            rgb, xyz = pose.warp(rgb), pose.warp(xyz, nearest=True)
-            fg = pose.warp(fg.astype(np.uint8), nearest=True) > 0
-    z = xyz[..., 2] * fg
+        if pose is not None:  # (the plane and mask need no refit: a pixel warp keeps xyz)
+            rgb, z = pose.warp(rgb), pose.warp(z, nearest=True)
+            fg = pose.warp(fg.view(np.uint8), nearest=True) > 0
+    z = z * fg
     if cfg.modality == "depth":
         depth = _minmax_foreground(z)
         depth = np.where(z != 0, 0.8 * depth + 0.1, 0.0).astype(np.float32)
