@@ -4,7 +4,7 @@ Precedence, lowest first: defaults < file < environment < CLI overrides.
 
 - Environment: ``TRD_EDGE_<SECTION>__<FIELD>`` (nested with more ``__``, e.g.
   ``TRD_EDGE_MQTT__TLS__CA``), ``TRD_EDGE_STATION`` for top-level fields, and the short forms
-  ``TRD_EDGE_MQTT_USERNAME`` / ``TRD_EDGE_MQTT_PASSWORD``.
+  ``TRD_EDGE_MQTT_USERNAME`` / ``TRD_EDGE_MQTT_PASSWORD`` / ``TRD_EDGE_UI_TOKEN``.
 - Overrides: a dict with dotted keys (``{"mqtt.url": ..., "station": ...}``); ``None`` values
   are ignored so argparse defaults can be passed straight through (see `cli_overrides`).
 
@@ -37,6 +37,7 @@ from pydantic import (
 )
 
 from edge.sources.options import SourceOptions
+from edge.ui.config import UiConfig
 
 ENV_PREFIX = "TRD_EDGE_"
 SOURCE_KINDS = ("realsense", "file", "folder", "synthetic")
@@ -416,6 +417,7 @@ class StationConfig(_Section):
     camera: CameraConfig = Field(default_factory=CameraConfig, description="frame source")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig, description="run loop")
     health: HealthConfig = Field(default_factory=HealthConfig, description="degraded limits")
+    ui: UiConfig = Field(default_factory=UiConfig, description="live view page (edge/ui/)")
 
     def topic(self, name: str) -> str:
         """Full topic of one message kind, e.g. ``topic("verdict") -> "trd/st1/verdict"``."""
@@ -581,6 +583,9 @@ def env_layer(env: Mapping[str, str]) -> dict[tuple, tuple[Any, str]]:
         rest = name[len(ENV_PREFIX) :]
         if rest in ("MQTT_USERNAME", "MQTT_PASSWORD"):
             out[("mqtt", rest.split("_", 1)[1].lower())] = (value, name)
+            continue
+        if rest == "UI_TOKEN":  # short form of TRD_EDGE_UI__TOKEN
+            out[("ui", "token")] = (value, name)
             continue
         path = tuple(p.lower() for p in rest.split("__"))
         if path[0] in fields and all(path):

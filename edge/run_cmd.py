@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.allocator import keep_temporaries_on_heap
 from edge.backends import create_backend
@@ -50,6 +51,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="station configuration (YAML or TOML)")
     p.add_argument("--outbox", default=None, help="outbox SQLite file")
     p.add_argument("--quiet", action="store_true", help="do not print a line per verdict")
+    p.add_argument("--ui", default=None, metavar="[HOST:]PORT",
+                   help="serve the live view page (read-only) on PORT of 127.0.0.1, or of HOST; "
+                   "token: ui.token or TRD_EDGE_UI_TOKEN (see `ui:` in the config)")
 
 
 def model_ref(bundle: Bundle, backend_desc: str) -> ModelRef:
@@ -73,6 +77,7 @@ class Station:
     broker: LocalBroker | None
     loop: RunLoop
     outcome: list[Delivery] = field(default_factory=list)  # filled when the publisher closes
+    ui: Any = None  # edge.ui.LiveUi when the live view is on
 
     @property
     def delivery(self) -> Delivery | None:
@@ -199,6 +204,11 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
         monitor = StationMonitor(loop, HealthReporter.from_env(limits=limits), publisher,
                                  config.publish.metrics_period_s).start()
         stack.callback(monitor.close)
+        if config.ui.enabled:  # the live view reads verdicts through the loop's one hook
+            from edge.ui import open_ui
+
+            station.ui = stack.enter_context(open_ui(config.ui, station, ref.variant))
+            loop.on_verdict = station.ui.live.on_verdict
         yield station
 
 
@@ -256,6 +266,10 @@ def _install_signal_handlers(loop: RunLoop, stopped: threading.Event) -> None:
 def run_run(args: argparse.Namespace) -> int:
     """`trd-edge run` handler."""
     overrides = cli_overrides(args)
+    if getattr(args, "ui", None):
+        from edge.ui.config import ui_overrides
+
+        overrides.update(ui_overrides(args.ui))
     mqtt_enabled = True
     if (args.mqtt or "").lower() == "none":
         overrides["mqtt.url"], mqtt_enabled = None, False
