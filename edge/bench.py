@@ -2,7 +2,7 @@
 
     trd-edge bench --bundle DIR [--backend onnxruntime --backend onnxruntime-fp16 ...]
         [--camera SOURCE] [--frames N] [--warmup N] [--json OUT] [--compare BUNDLE2]
-        [--peak-tflops X] [--publish auto|mqtt|outbox]
+        [--peak-tflops X] [--publish auto|mqtt|outbox] [--ui]
 
 Each frame goes through the very code a station runs (`edge.inspector.Inspector`, the verdict
 builder and a verdict sink), one frame at a time, and every stage is timed:
@@ -25,7 +25,8 @@ the summed end-to-end time (single-threaded: the run loop overlaps stages, so a 
 can do better). The model's FLOPs are counted from the ONNX graph (Conv, ConvTranspose,
 MatMul and Gemm multiply-accumulates from shapes; 1 MAC = 2 FLOPs) and, when the device's peak
 is known or given (``--peak-tflops``), the fraction of peak that the model-only median reaches
-is reported. With two backends or ``--compare BUNDLE2`` the ratios of the medians are printed:
+is reported. ``--ui`` also hands every verdict to the live view (edge/ui/) with a page open,
+as ``trd-edge run --ui`` does, and reports that hand-off per frame (``ui hand-off``). With two backends or ``--compare BUNDLE2`` the ratios of the medians are printed:
 absolute times on shared machines are noisy, ratios from one invocation less so.
 """
 
@@ -351,6 +352,7 @@ class BenchResult:
     notes: list[str] = field(default_factory=list)
     macs: dict[str, Any] | None = None
     peak_tflops: float | None = None
+    ui_ms: list[float] = field(default_factory=list)  # `--ui`: the live view's hand-off
 
     @property
     def frames(self) -> int:
@@ -392,6 +394,7 @@ class BenchResult:
             "fps": self.frames / (e2e / 1e3) if e2e > 0 else None,
             "model_fps": 1e3 / float(np.mean(self.model_only_ms)) if self.model_only_ms else None,
             "notes": self.notes,
+            "ui_handoff": latency_summary(self.ui_ms) if self.ui_ms else None,
         }
         if self.macs is not None:
             flops = self.macs["flops"]
@@ -439,8 +442,13 @@ def bench_backend(
     warmup: int,
     publish,
     station: str = "bench",
+    ui=None,
 ) -> BenchResult:
-    """Time ``frames`` frames (after ``warmup``) of ``camera`` through one backend."""
+    """Time ``frames`` frames (after ``warmup``) of ``camera`` through one backend.
+
+    ``ui``: an `edge.ui.LiveUi`; each verdict is also handed to it as the run loop does
+    (`LiveView.on_verdict`), and that hand-off is timed apart (``ui_ms``).
+    """
     from edge.backends import create_backend
     from edge.bundle import load_bundle
     from edge.run_cmd import model_ref
@@ -459,6 +467,7 @@ def bench_backend(
         e2e: list[float] = []
         model_only: list[float] = []
         source_wait: list[float] = []
+        ui_ms_all: list[float] = []
         seq = 0
         source = open_source(camera)
         if inspector.attach(source):
@@ -488,6 +497,9 @@ def bench_backend(
                 verdict = make_verdict(ins, station, seq, ref)
                 publish.sink.emit(verdict, ins)
                 t_end = time.perf_counter()
+                if ui is not None:  # the run loop's on_verdict hook, after the sinks
+                    ui.live.on_verdict(verdict, ins)
+                    ui_ms = (time.perf_counter() - t_end) * 1e3
                 seq += 1
                 if i < warmup:
                     continue
@@ -497,6 +509,8 @@ def bench_backend(
                     stages[s].append(float(timings.get(s, 0.0)))
                 source_wait.append(max(read_ms - capture_ms, 0.0))
                 e2e.append((t_end - t0) * 1e3)
+                if ui is not None:
+                    ui_ms_all.append(ui_ms)
                 model_only.append(float(backend.last_timing.total_ms))
         if not e2e:
             raise RuntimeError(
@@ -514,6 +528,7 @@ def bench_backend(
             end_to_end_ms=e2e,
             model_only_ms=model_only,
             source_wait_ms=source_wait,
+            ui_ms=ui_ms_all,
             notes=notes,
         )
     finally:
@@ -567,6 +582,13 @@ def format_table(result: BenchResult) -> str:
                 if frac
                 else " (peak unknown: pass --peak-tflops)"
             )
+        )
+    if result.ui_ms:
+        u = d["ui_handoff"]
+        lines.append(
+            f"  {'ui hand-off':<13}{u['p50_ms']:>9.3f}{u['p90_ms']:>9.3f}{u['p99_ms']:>9.3f}"
+            f"{u['max_ms']:>9.3f}   the live view's cost on the loop's thread per frame "
+            "(pictures are encoded in its own thread)"
         )
     lines += [f"  note: {n}" for n in result.notes]
     return "\n".join(lines)
@@ -651,6 +673,12 @@ def add_bench_args(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="publish stage: auto = MQTT via a local mosquitto when available",
     )
+    parser.add_argument(
+        "--ui",
+        action="store_true",
+        help="also hand every verdict to the live view (edge/ui/, with a page open on a "
+        "loopback port) and time that hand-off per frame",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -682,8 +710,12 @@ def run_bench(args: argparse.Namespace) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="trd-bench-") as tmp,
         publish_stage(args.publish, Path(tmp), model_ref(first, "bench")) as publish,
+        _ui_view(getattr(args, "ui", False)) as view,
     ):
         print(f"publish stage: {publish.mode}")
+        if view:
+            print(f"live view: {view[0].url} with a page open (pictures at most "
+                  f"{view[0].state.min_interval ** -1:g}/s, encoded in the UI's own thread)")
         print(
             f"camera: {camera}; {args.frames} frames after {args.warmup} warm-up; "
             f"OpenCV threads for the stages: {stage_threads or 'default'}; "
@@ -701,7 +733,8 @@ def run_bench(args: argparse.Namespace) -> int:
                     log.warning("onnx is not installed: FLOPs not counted (pip install onnx)")
             for spec in specs:
                 try:
-                    r = bench_backend(bdir, spec, camera, args.frames, args.warmup, publish)
+                    r = bench_backend(bdir, spec, camera, args.frames, args.warmup, publish,
+                                      ui=view[0] if view else None)
                 except BackendError as exc:  # e.g. TensorRT or a GPU provider absent here
                     failures[f"{Path(bdir).name}:{spec}"] = str(exc)
                     print(f"{spec} on {bdir}: skipped: {exc}")
@@ -709,6 +742,15 @@ def run_bench(args: argparse.Namespace) -> int:
                 r.macs = macs_cache[key]
                 r.peak_tflops = args.peak_tflops or _known_peak(machine["gpus"], r.precision)
                 results.append(r)
+        if view:
+            ui, page = view
+            render = sorted(ui.state.render_ms)
+            ui_note = (f"live view: {ui.state.rendered} verdicts drawn ("
+                       + (f"p50 {render[len(render) // 2]:.1f} ms each, " if render else "")
+                       + f"UI thread), page fetched {page.pictures} pictures, "
+                       f"{page.bytes / 1e3:.0f} kB")
+            for r in results:
+                r.notes.append(ui_note)
     _unique_labels(results, several_bundles=len(bundles) > 1)
     for r in results:
         print()
@@ -743,6 +785,18 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         print(f"\nwrote {out}")
     return 0 if results else 1
+
+
+@contextlib.contextmanager
+def _ui_view(enabled: bool) -> Iterator[tuple | None]:
+    """``--ui``: a live view with one page open (`edge.ui.client.bench_view`), else None."""
+    if not enabled:
+        yield None
+        return
+    from edge.ui.client import bench_view
+
+    with bench_view() as view:
+        yield view
 
 
 def _json_default(o: Any) -> Any:
