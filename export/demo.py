@@ -70,6 +70,9 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retrain", action="store_true", help="ignore the cached model")
     p.add_argument("--category", choices=["puck", "bracket"], default="puck",
                    help="synthetic part: a round puck, or a bracket that lies at any angle")
+    p.add_argument("--ui", default="8080", metavar="[HOST:]PORT",
+                   help="the station's live view page (default: port %(default)s of 127.0.0.1, "
+                   "or any free port when it is taken); 'none' = no page")
 
 
 def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> Path:
@@ -126,6 +129,23 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
     return bundle
 
 
+def _ui_overrides(address: str) -> dict:
+    """``--ui`` for the demo: the port asked for, or any free one when it is taken."""
+    import socket
+
+    from edge.ui.config import parse_ui_address, ui_overrides
+
+    host, port = parse_ui_address(address)
+    overrides = ui_overrides(address)
+    with socket.socket(socket.AF_INET6 if ":" in (host or "") else socket.AF_INET) as s:
+        try:
+            s.bind((host or "127.0.0.1", port))
+        except OSError:
+            log.info("port %d is taken: the live view takes a free port", port)
+            overrides["ui.port"] = 0
+    return overrides
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """`trd-edge demo` handler."""
     from edge.config import load_config
@@ -142,9 +162,14 @@ def run_demo(args: argparse.Namespace) -> int:
         "mqtt.url": args.mqtt if mqtt_enabled else None,
         "outbox.path": str(workdir / "outbox.sqlite3"),
     }
+    if (args.ui or "none").lower() != "none":
+        overrides.update(_ui_overrides(args.ui))
     config = load_config(None, overrides=overrides)
     print(f"station 'demo' on camera {camera}; verdicts:")
     with assemble(config, args.frames, console=True, mqtt_enabled=mqtt_enabled) as station:
+        if station.ui is not None:
+            print(f"live view: {station.ui.url}  (open it in a browser while the demo runs; "
+                  "more verdicts: --frames N)", flush=True)
         stats = station.loop.run()
     print(summarise(stats))
     return 0
