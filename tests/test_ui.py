@@ -232,3 +232,27 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
             proc.kill()
         sub.close()
         broker.cleanup()
+
+
+def test_bench_ui_handoff_costs_the_loop_under_a_millisecond(tmp_path: Path) -> None:
+    """`trd-edge bench --ui`: the run loop's hand-off with a page open, timed per frame."""
+    from edge.bench import bench_backend, publish_stage
+    from edge.bundle import load_bundle
+    from edge.run_cmd import model_ref
+    from edge.ui.client import bench_view
+
+    bundle = _bundle(tmp_path / "bundle")
+    ref = model_ref(load_bundle(bundle), "bench")
+    with publish_stage("outbox", tmp_path, ref) as publish, bench_view() as (ui, page):
+        result = bench_backend(bundle, "onnxruntime", f"synthetic:puck?size={SIZE}", 60, 2,
+                               publish, ui=ui)
+        # the UI thread catches up on its own time: the newest verdict, with pictures
+        wait_until(lambda: ui.state.verdicts(1)[0]["verdict"]["sequence"] == 61, 10,
+                   "the UI to file the last verdict")
+        wait_until(lambda: page.pictures >= 8, 10, "the page to fetch pictures")
+        shown = ui.state.verdicts()
+    assert len(result.ui_ms) == 60
+    assert result.as_dict()["ui_handoff"]["p50_ms"] <= 1.0
+    # the UI drew some verdicts (not all: at most picture_rate_hz), and kept the last 50
+    assert 1 <= ui.state.rendered < 62 and len(shown) == 50
+    assert shown[0]["verdict"]["sequence"] == 61 and shown[0]["images"] is not None
