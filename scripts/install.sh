@@ -10,6 +10,13 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] \
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends mosquitto libusb-1.0-0 >/dev/null
 fi
+# Debian's chromium: the live view's test loads the page in a real headless browser
+# (tests/test_ui.py). Best effort here (Ubuntu ships it as a snap, which containers lack);
+# CI insists on it (.ci/run).
+if ! command -v chromium >/dev/null 2>&1; then
+  { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium \
+      >/dev/null; } || echo "install.sh: chromium not installed; tests/test_ui.py's browser test will be skipped" >&2
+fi
 # The Debian package may start a system broker on 1883; the demo and tests start their own.
 $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
 # torch first and pinned: 2.13.0 is the CPU build; an unpinned torch pulls a multi-GB CUDA build.
