@@ -21,6 +21,7 @@ __all__ = [
     "fill_holes",
     "fit_background_plane",
     "foreground_mask",
+    "grid_to_xyz",
     "normals_image",
 ]
 
@@ -97,6 +98,17 @@ def depth_to_xyz(depth_m: np.ndarray, fx: float, fy: float, cx: float, cy: float
     xyz = np.empty((h, w, 3), dtype=np.float32)
     xyz[..., 0] = z * u[None, :]
     xyz[..., 1] = z * v[:, None]
+    xyz[..., 2] = z
+    return xyz
+
+
+def grid_to_xyz(z: np.ndarray, rays_x: np.ndarray, rays_y: np.ndarray) -> np.ndarray:
+    """`depth_to_xyz` for clean depth (float32 metres, 0 = none, no NaN) with precomputed rays
+    ``(u − cx)/fx`` (W,) and ``(v − cy)/fy`` (H,): the camera loop's fast path."""
+    h, w = z.shape
+    xyz = np.empty((h, w, 3), dtype=np.float32)
+    np.multiply(z, rays_x[None, :], out=xyz[..., 0])
+    np.multiply(z, rays_y[:, None], out=xyz[..., 1])
     xyz[..., 2] = z
     return xyz
 

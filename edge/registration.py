@@ -297,6 +297,8 @@ class DepthRegistration:
         self._buf: dict[str, np.ndarray] = {}
         self._window: tuple[int, int, int, int] | None = None
         self._frames = 0
+        self._flat_key: tuple | None = None
+        self._flat = np.empty(0, np.intp)
 
     def _array(self, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
         """A contiguous array of ``shape`` on a backing buffer kept between frames (it only
@@ -322,6 +324,7 @@ class DepthRegistration:
 
     def _prepare(self, d_intr: Intrinsics, c_intr: Intrinsics, grid: WorkingGrid,
                  extr: Extrinsics) -> tuple:
+        """Sample rows and columns and their rays (cached per stream geometry)."""
         # Depth pixels per grid cell along each axis (focal ratio × cell size); read a little
         # more than one per cell (0.9 × that step), so nearly every cell gets a sample; cells a
         # sample skipped by phase are closed from their neighbours (_close_single_holes).
@@ -369,13 +372,15 @@ class DepthRegistration:
             self._window = None
         self._frames += 1
         r0, r1, c0, c1 = self._window or (0, full[0], 0, full[1])
-        rows, cols = rows[r0:r1], cols[c0:c1]
         ax, ay, az = ax[r0:r1, c0:c1], ay[r0:r1, c0:c1], az[r0:r1, c0:c1]
         shape = ax.shape
         buf = self._array
-        rows_u16 = np.take(depth_raw, rows, axis=0, out=buf("rows", (len(rows), depth_raw.shape[1]),
-                                                            depth_raw.dtype))
-        z_raw = np.take(rows_u16, cols, axis=1, out=buf("zraw", shape, depth_raw.dtype))
+        window = (r0, r1, c0, c1, depth_raw.shape[1])
+        if self._flat_key != window:  # one gather through flat indices, rebuilt per window
+            self._flat = (rows[r0:r1, None] * depth_raw.shape[1] + cols[None, c0:c1]).ravel()
+            self._flat_key = window
+        z_raw = np.take(np.ascontiguousarray(depth_raw).reshape(-1), self._flat,
+                        out=buf("zraw", (self._flat.size,), depth_raw.dtype)).reshape(shape)
         z = buf("z", shape, np.float32)
         np.multiply(z_raw, np.float32(depth_scale), out=z, casting="unsafe")
         valid = np.greater(z, 0, out=buf("valid", shape, np.bool_))

@@ -83,18 +83,32 @@ def test_hd_recording_one_verdict_per_frame_regions_in_camera_pixels(
         ref = slow[n]
         assert v["image_score"] == pytest.approx(ref["image_score"], rel=0.05, abs=0.05)
         assert v["decision"] == ref["decision"]
-        # regions of at least 1 % of the image (specks at the threshold may differ)
-        big = [r for r in v["regions"] if r["area_fraction"] >= 0.01]
-        big_ref = [r for r in ref["regions"] if r["area_fraction"] >= 0.01]
-        assert len(big) == len(big_ref)
-        for a, b in zip(big, big_ref, strict=True):
-            boxes_seen += 1
+        for a in v["regions"]:
             assert a["x"] + a["w"] <= 1920 and a["y"] + a["h"] <= 1080
-            assert abs(a["x"] - b["x"]) <= 2 * cell_x and abs(a["y"] - b["y"]) <= 2 * cell_y
-            assert abs(a["w"] - b["w"]) <= 3 * cell_x and abs(a["h"] - b["h"]) <= 3 * cell_y
+        # the toy map flags the support plane (one region over most of the image) and spots
+        # on the part: the large one must match, and every spot overlap one of the other
+        # path's spots (one grid cell of slack; specks at the threshold may split or merge)
+        large = [r for r in v["regions"] if r["area_fraction"] >= 0.5]
+        large_ref = [r for r in ref["regions"] if r["area_fraction"] >= 0.5]
+        assert len(large) == len(large_ref)
+        for a, b in zip(large, large_ref, strict=True):
+            assert abs(a["x"] - b["x"]) <= cell_x and abs(a["w"] - b["w"]) <= 2 * cell_x
+            assert abs(a["area_fraction"] - b["area_fraction"]) < 0.03
+        spots = [r for r in v["regions"] if r["area_fraction"] < 0.5]
+        spots_ref = [r for r in ref["regions"] if r["area_fraction"] < 0.5]
+        for mine, theirs in ((spots, spots_ref),
+                             ([r for r in spots_ref if r["area_fraction"] >= 0.005], spots)):
+            for a in mine:
+                boxes_seen += 1
+                assert any(_overlap(a, b, cell_x, cell_y) for b in theirs), (a, theirs)
     assert boxes_seen >= 1
     # boxes are in camera pixels, not in the 64-pixel model grid
-    assert max(r["x"] + r["w"] for v in fast.values() for r in v["regions"]) > 4 * SIZE
+    assert max(r["x"] for v in fast.values() for r in v["regions"]) > 4 * SIZE
+
+
+def _overlap(a: dict, b: dict, sx: float, sy: float) -> bool:
+    return (a["x"] < b["x"] + b["w"] + sx and b["x"] < a["x"] + a["w"] + sx
+            and a["y"] < b["y"] + b["h"] + sy and b["y"] < a["y"] + a["h"] + sy)
 
 
 def _skewed_recording(path: Path, skew_ms: float, fps: int = 6, n: int = 4) -> Path:

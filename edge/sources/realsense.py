@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from edge.frames import Frame, Intrinsics
-from edge.geometry import depth_to_xyz
+from edge.geometry import depth_to_xyz, grid_to_xyz
 from edge.registration import (
     SUPPORTED_DISTORTION,
     DepthRegistration,
@@ -175,6 +175,7 @@ class RealSenseSource(FrameSource):
         self._zbuf: np.ndarray | None = None
         self._warned_lens = False
         self._resize_buffers: dict = {}
+        self._grid_rays: tuple | None = None  # (grid intrinsics, x rays, y rays)
         self._registration = DepthRegistration()  # its rays and buffers, kept between frames  # area_resize's intermediate images, reused per frame
         # a recording with max_sync_skew_ms: two single-stream playbacks paired by us
         self._paired: PairedPlayback | None = None
@@ -693,7 +694,13 @@ class RealSenseSource(FrameSource):
         z = self._registration(z16, float(self.depth_scale or 0.001), d_intr, extr, c_intr,
                                grid, out=self._zbuf)
         g_intr = grid.intrinsics(c_intr)
-        xyz = depth_to_xyz(z, g_intr.fx, g_intr.fy, g_intr.cx, g_intr.cy)
+        if self._grid_rays is None or self._grid_rays[0] != g_intr:
+            self._grid_rays = (
+                g_intr,
+                ((np.arange(gw) - g_intr.cx) / g_intr.fx).astype(np.float32),
+                ((np.arange(gh) - g_intr.cy) / g_intr.fy).astype(np.float32),
+            )
+        xyz = grid_to_xyz(z, self._grid_rays[1], self._grid_rays[2])
         # the frame is new, the buffers are not: the caller (Frame) gets a copy at grid size
         rgb = area_resize(grid.crop(image), gw, gh, self._resize_buffers).copy()
         if color.get_profile().format() == rs.format.bgr8:
