@@ -29,12 +29,13 @@ from conftest_export import write_toy_bundle  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 64
 TOKEN = "s3cret-line-3"
-# the toy model's scores on this camera spread around 6.2, so both decisions appear
-THRESHOLD = 6.2
+# the toy model's scores on this camera spread around 6, so both decisions appear
+THRESHOLD = 6.0
+ROI = (0.125, 0.125, 0.875, 0.875)  # the model looks at the middle 48×48 px of a 64 px frame
 
 
 def _bundle(folder: Path) -> Path:
-    bundle = write_toy_bundle(folder, size=SIZE, fp16=False)
+    bundle = write_toy_bundle(folder, size=SIZE, fp16=False, pipeline="working", roi=ROI)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["scoring"]["threshold"] = THRESHOLD
     manifest["scoring"]["fitted_at"] = "2026-11-30T08:00:00+00:00"
@@ -166,7 +167,8 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
             # the token went into an HttpOnly cookie and out of the address bar
             assert page.evaluate("location.search") == ""
             assert page.evaluate("document.cookie") == ""
-            assert page.evaluate("document.getElementById('conn').textContent") == "live"
+            page.wait_for("document.getElementById('conn').textContent === 'live'", 10,
+                          "the event stream to open")
             shown = page.evaluate(
                 "[...document.querySelectorAll('#strip .thumb')].map(b => "
                 "[Number(b.dataset.sequence), b.classList.contains('defect') ? 'defect' : 'ok'])")
@@ -191,6 +193,8 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
             assert float(page.evaluate("document.getElementById('s-fps').textContent")) > 1
             assert page.evaluate("document.querySelectorAll('#latency tr').length") >= 5
             assert "2026" in page.evaluate("document.getElementById('calibrated').textContent")
+            assert page.evaluate("document.getElementById('roi-current').textContent") \
+                .startswith("0.125,0.125,0.875,0.875")
 
             # ROI helper: a drag on the picture gives the fractions and the train command
             box = page.evaluate("(() => { const r = document.getElementById('picture')"
@@ -208,6 +212,8 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
             detail = json.loads(page.wait_for(
                 "document.getElementById('detail').open && "
                 "document.getElementById('d-json').textContent", 5, "the verdict dialog"))
+            sub.wait_for_sequences({detail["sequence"]}, timeout=10)
+            published = {m.json()["sequence"]: m.json()["decision"] for m in sub.on("verdict")}
             assert detail["decision"] == published[detail["sequence"]]
             page.evaluate("document.getElementById('d-close').click()")
 
@@ -223,6 +229,16 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
         for d in docs:
             assert d["verdict"]["decision"] == published.get(
                 d["verdict"]["sequence"], d["verdict"]["decision"])
+        pictured = next(d for d in docs if d["images"])
+        # the heatmap and boxes are drawn over the bundle's ROI, in frame pixels
+        assert pictured["overlay"]["view"] == [8.0, 8.0, 56.0, 56.0]
+        assert pictured["overlay"]["size"] == [SIZE, SIZE]
+        for x0, y0, x1, y1, _ in pictured["overlay"]["regions"]:
+            assert 8 <= x0 < x1 <= 56 and 8 <= y0 < y1 <= 56
+        for name in ("frame", "heat", "depth", "thumb"):
+            code, data, headers = _get(base + pictured["images"][name], TOKEN)
+            assert code == 200 and len(data) > 100
+            assert headers["Content-Type"] in ("image/jpeg", "image/png")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out

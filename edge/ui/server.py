@@ -27,7 +27,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from edge.ui.state import IMAGE_NAMES, UiState
 
@@ -142,6 +142,7 @@ def _make_handler(ui: UiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "trd-edge-ui"
         protocol_version = "HTTP/1.1"
+        timeout = 60  # an idle keep-alive connection or a page that stopped reading is let go
 
         # -- read-only: GET and HEAD ---------------------------------------------------------
         def do_GET(self) -> None:  # noqa: N802 - http.server naming
@@ -168,7 +169,8 @@ def _make_handler(ui: UiServer) -> type[BaseHTTPRequestHandler]:
             extra: dict[str, str] = {}
             if ui.token is not None and query_token:
                 # remember it for the page's own requests (img, EventSource send no headers)
-                extra["Set-Cookie"] = f"{COOKIE}={query_token}; Path=/; HttpOnly; SameSite=Strict"
+                extra["Set-Cookie"] = (f"{COOKIE}={quote(query_token, safe='')}; Path=/; "
+                                       "HttpOnly; SameSite=Strict")
             state = ui.state
             if path in ("/", "/index.html"):
                 self._file("index.html", body, extra)
@@ -278,7 +280,7 @@ def _cookie(header: str, name: str) -> str | None:
     for part in header.split(";"):
         key, _, value = part.strip().partition("=")
         if key == name:
-            return value
+            return unquote(value)
     return None
 
 

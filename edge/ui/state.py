@@ -187,15 +187,19 @@ def render_pictures(ins: Inspection, quality: int = 80, max_side: int = 960) -> 
 # --------------------------------------------------------------------------- station state
 
 
-def _tail(values: Any, n: int) -> list[float]:
-    """The last ``n`` values of a deque another thread appends to (a copy, retried if it moved)."""
-    for _ in range(3):
+def _snapshot(values: Any) -> list:
+    """A copy of a deque another thread appends to (retried if it moved while copied)."""
+    for _ in range(5):
         try:
-            data = list(values)
+            return list(values)
         except RuntimeError:  # "deque mutated during iteration"
             continue
-        return [float(v) for v in data[-n:]]
     return []
+
+
+def _tail(values: Any, n: int) -> list[float]:
+    """The last ``n`` values of a deque another thread appends to."""
+    return [float(v) for v in _snapshot(values)[-n:]]
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -471,7 +475,7 @@ class UiState:
         """Put every verdict since the last pass in the history; pictures for the newest and
         the newest defect."""
         live = self.live
-        recent = list(live.recent)
+        recent = _snapshot(live.recent)
         to_draw = [x for x in (live.latest, live.latest_defect) if x is not None]
         drawn: dict[int, tuple[dict[str, bytes], dict[str, Any]]] = {}
         for n, verdict, ins in to_draw:
