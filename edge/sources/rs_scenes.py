@@ -114,3 +114,33 @@ def write_camera_recording(
     )
     write_recording(path, frames, d_intr, fps=fps, color_intrinsics=c_intr, depth_to_color=d2c)
     return truth
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.sources.rs_scenes OUT.db3 [--depth 1280x720] [--color 1920x1080]
+    [--frames 40] [--category puck]``: a D435-like recording for `trd-edge bench --camera
+    file:OUT.db3` on any machine (torch-free; a Jetson makes its own)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m edge.sources.rs_scenes", description=main.__doc__)
+    ap.add_argument("out")
+    ap.add_argument("--depth", type=_size, default=(1280, 720), help="depth stream WxH")
+    ap.add_argument("--color", type=_size, default=(1920, 1080), help="colour stream WxH")
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--category", default="puck")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args(argv)
+    truth = write_camera_recording(a.out, a.category, a.frames, a.depth, a.color,
+                                   scene_size=512, seed=a.seed)
+    print(f"wrote {a.out}: {len(truth)} frames, depth {a.depth[0]}x{a.depth[1]}, "
+          f"colour {a.color[0]}x{a.color[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
