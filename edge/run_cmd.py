@@ -236,8 +236,10 @@ def no_verdict_reason(stats: LoopStats, spec: str) -> str:
         if kind == "file":
             why = ("the recording yielded no depth+colour frame pair (a recording with one "
                    "stream only, or depth and colour frames too far apart in time)")
-            todo = ("check it with `rs-enumerate-devices`/`realsense-viewer`, record again with "
-                    "both streams enabled, or allow more skew (camera.max_sync_skew_ms)")
+            todo = ("if the part stands still, pair frames up to N ms apart: "
+                    f"--camera '{spec.split('?')[0]}?max_sync_skew_ms=300' (or "
+                    "camera.realsense.max_sync_skew_ms in the config); otherwise check it with "
+                    "`realsense-viewer` and record again with both streams enabled")
         else:
             why, todo = "the source ended before its first frame", "check camera.source"
     else:
