@@ -169,12 +169,16 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
             assert page.evaluate("document.cookie") == ""
             page.wait_for("document.getElementById('conn').textContent === 'live'", 10,
                           "the event stream to open")
-            shown = page.evaluate(
-                "[...document.querySelectorAll('#strip .thumb')].map(b => "
-                "[Number(b.dataset.sequence), b.classList.contains('defect') ? 'defect' : 'ok'])")
-            last = page.evaluate(
-                "[Number(document.getElementById('decision').dataset.sequence), "
-                "document.getElementById('decision').textContent]")
+            # one evaluation: the strip and the big verdict as they are at the same moment
+            shown, last = page.evaluate(
+                "[[...document.querySelectorAll('#strip .thumb')].map(b => "
+                "[Number(b.dataset.sequence), b.classList.contains('defect') ? 'defect' : 'ok']),"
+                " [Number(document.getElementById('decision').dataset.sequence), "
+                "document.getElementById('decision').textContent]]")
+            # every verdict since the first is there, none missed between list and stream
+            seqs = sorted(seq for seq, _ in shown)
+            assert seqs == list(range(seqs[0], seqs[-1] + 1))
+            assert [seq for seq, _ in shown] == seqs[::-1]  # newest first
             # what the page shows is what the station published
             sub.wait_for_sequences({seq for seq, _ in shown} | {last[0]}, timeout=10)
             published = {m.json()["sequence"]: m.json()["decision"] for m in sub.on("verdict")}

@@ -415,7 +415,10 @@ class UiState:
         q: queue.Queue = queue.Queue(maxsize=EVENT_QUEUE)
         with self._lock:
             self._subscribers.append(q)
+            # the state and the history first: nothing filed before the page connected (or
+            # while it reconnected) is missed
             self._offer(q, ("state", self._state))
+            self._offer(q, ("verdicts", [e.doc for e in self._history.values()]))
         return q
 
     def unsubscribe(self, q: queue.Queue) -> None:

@@ -143,6 +143,7 @@ function showVerdict(doc) {
   dec.textContent = v.decision === "defect" ? "DEFECT" : "OK";
   dec.className = "decision " + v.decision;
   dec.dataset.sequence = v.sequence;
+  dec.dataset.n = doc.n;
   const when = new Date(v.host_timestamp).toLocaleTimeString();
   $("v-meta").textContent = `#${v.sequence} · frame ${v.frame_number} · ${when}`;
   $("v-score").textContent = fmt(v.image_score);
@@ -172,7 +173,6 @@ function thumb(doc) {
     const img = document.createElement("img");
     img.src = doc.images.thumb;
     img.alt = v.decision;
-    img.loading = "lazy";
     b.appendChild(img);
   } else {
     const d = document.createElement("span");
@@ -189,21 +189,22 @@ function thumb(doc) {
 }
 
 function addVerdicts(docs) {
-  // docs oldest first
+  // docs may come twice (the list at start, then the stream) and out of order (a reconnect
+  // sends the history again): the strip is kept sorted by hand-off number, newest first
+  docs = docs.filter((d) => !view.byN.has(d.n));
+  if (!docs.length) return;
   const strip = $("strip");
   const limit = (view.state && view.state.ui && view.state.ui.history) || 50;
   for (const doc of docs) {
-    view.byN.set(doc.n, doc);
-    strip.insertBefore(thumb(doc), strip.firstChild);
+    view.byN.set(doc.n, { doc, el: thumb(doc) });
   }
-  while (strip.children.length > limit) {
-    const last = strip.lastChild;
-    view.byN.delete(Number(last.dataset.n));
-    strip.removeChild(last);
-  }
-  if (!docs.length) return;
-  const newest = docs[docs.length - 1];
-  const pictured = [...docs].reverse().find((d) => d.images);
+  const order = [...view.byN.keys()].sort((a, b) => b - a);
+  for (const n of order.slice(limit)) view.byN.delete(n);
+  strip.replaceChildren(...order.slice(0, limit).map((n) => view.byN.get(n).el));
+  const newest = docs.reduce((a, b) => (b.n > a.n ? b : a));
+  const shownN = Number($("decision").dataset.n ?? -1);
+  if (newest.n < shownN) return;
+  const pictured = docs.filter((d) => d.images).reduce((a, b) => (!a || b.n > a.n ? b : a), null);
   if (pictured) {
     loadImages(pictured).then((imgs) => {
       if (!view.current || view.current.doc.n <= pictured.n) {
@@ -216,8 +217,9 @@ function addVerdicts(docs) {
 }
 
 async function openDetail(n) {
-  const doc = view.byN.get(n);
-  if (!doc) return;
+  const entry = view.byN.get(n);
+  if (!entry) return;
+  const doc = entry.doc;
   const v = doc.verdict;
   $("d-title").textContent = `verdict #${v.sequence} · ${v.decision.toUpperCase()} · score ` +
     `${fmt(v.image_score)} / ${fmt(v.threshold)} · frame ${v.frame_number}`;
@@ -374,10 +376,7 @@ function connect() {
   es.onopen = () => { $("conn").textContent = "live"; $("conn").className = "conn on"; };
   es.onerror = () => { $("conn").textContent = "reconnecting"; $("conn").className = "conn off"; };
   es.addEventListener("state", (ev) => showState(JSON.parse(ev.data)));
-  es.addEventListener("verdicts", (ev) => {
-    const docs = JSON.parse(ev.data).filter((d) => !view.byN.has(d.n));
-    addVerdicts(docs);
-  });
+  es.addEventListener("verdicts", (ev) => addVerdicts(JSON.parse(ev.data)));
 }
 
 async function start() {
