@@ -209,6 +209,7 @@ class Chromium:
             raise FileNotFoundError("no chromium on PATH (apt-get install chromium)")
         self.profile = Path(workdir) / "chromium-profile"
         self.profile.mkdir(parents=True, exist_ok=True)
+        (self.profile / "DevToolsActivePort").unlink(missing_ok=True)  # a reused profile's is stale
         self.log = open(Path(workdir) / "chromium.log", "wb")  # noqa: SIM115 - closed in close()
         args = [
             self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

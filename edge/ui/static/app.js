@@ -131,6 +131,10 @@ function redraw() {
   $("view-3d").classList.toggle("hidden", !opts.depth);
   if (!view.current) return;
   const { doc, imgs } = view.current;
+  // each picture at most 62 % of the window's height, so the page stays in view
+  const [w, h] = doc.overlay.size;
+  const maxWidth = Math.round((window.innerHeight * 0.62 * w) / h) + "px";
+  for (const fig of document.querySelectorAll(".views .view")) fig.style.maxWidth = maxWidth;
   drawPicture($("picture"), imgs, doc.overlay, opts);
   if (opts.depth) drawDepth($("depth"), imgs, doc.overlay, opts);
 }
@@ -390,6 +394,7 @@ async function start() {
     $(id).addEventListener("change", redraw);
   }
   $("d-close").addEventListener("click", () => $("detail").close());
+  window.addEventListener("resize", redraw);
   setupRoiHelper();
   try {
     showState(await getJSON("/api/state"));
