@@ -276,3 +276,38 @@ def test_bench_ui_handoff_costs_the_loop_under_a_millisecond(tmp_path: Path) -> 
     # the UI drew some verdicts (not all: at most picture_rate_hz), and kept the last 50
     assert 1 <= ui.state.rendered < 62 and len(shown) == 50
     assert shown[0]["verdict"]["sequence"] == 61 and shown[0]["images"] is not None
+
+
+def test_grid_frames_map_the_picture_to_the_camera_roi(tmp_path: Path) -> None:
+    """A camera that registers at the bundle's working grid delivers the ROI only: the page
+    must know the picture is that part of the camera frame (for the ROI helper)."""
+    from edge.backends import create_backend
+    from edge.bundle import load_bundle
+    from edge.frames import Frame
+    from edge.inspector import Inspector
+    from edge.sinks import make_verdict
+    from edge.sources import open_source
+    from edge.ui.state import LiveView, UiState
+    from edge.verdict import ModelRef
+
+    bundle = load_bundle(_bundle(tmp_path / "bundle"))
+    inspector = Inspector(bundle, create_backend("onnxruntime", bundle))
+    with open_source(f"synthetic:puck?size={SIZE}") as source:
+        raw = source.read(5.0)
+    frame = Frame(rgb=raw.rgb, xyz=raw.xyz, frame_number=0, meta={
+        "working_grid": inspector.working_grid, "camera_size": (480, 640)})
+    ins = inspector.inspect(frame)
+    live = LiveView()
+    state = UiState(live, lambda: {}, {"roi": {"fractions": list(ROI)}}).start()
+    try:
+        live.on_verdict(make_verdict(ins, "st1", 0, ModelRef(id="m", sha256="0" * 64,
+                                                             variant="toy")), ins)
+        wait_until(lambda: state.verdicts(), 5, "the verdict filed")
+    finally:
+        state.close()
+    doc = state.verdicts()[0]
+    assert doc["overlay"]["picture_fractions"] == list(ROI)
+    assert doc["overlay"]["view"] == [0.0, 0.0, float(SIZE), float(SIZE)]
+    assert set(doc["images"]) == {"frame", "heat", "depth", "thumb"}
+    assert state.image(0, "frame.jpg")[:2] == b"\xff\xd8"  # JPEG
+    assert state.image(0, "heat.png")[:4] == b"\x89PNG"
