@@ -137,6 +137,8 @@ function redraw() {
   for (const fig of document.querySelectorAll(".views .view")) fig.style.maxWidth = maxWidth;
   drawPicture($("picture"), imgs, doc.overlay, opts);
   if (opts.depth) drawDepth($("depth"), imgs, doc.overlay, opts);
+  $("picture-caption").textContent =
+    `camera · verdict #${doc.verdict.sequence} · heatmap over the model's ROI`;
 }
 
 // ---------------------------------------------------------------- verdicts
