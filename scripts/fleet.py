@@ -33,11 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from mes_client import persistent_subscriber  # noqa: E402
+
 from edge.config import load_config  # noqa: E402
 from edge.local_broker import LocalBroker, find_mosquitto  # noqa: E402
 from edge.mqtt import MqttPublisher  # noqa: E402
@@ -68,16 +67,8 @@ class Mes:
         self.duplicates = 0
         self.latencies_ms: list[float] = []
         self.heatmaps = 0
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fleet-mes",
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
-        self.client.reconnect_delay_set(0.1, 1.0)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
-            [("trd/+/verdict", 1), ("trd/+/heatmap", 0)])  # fmt: skip
-        self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
-        self.client.loop_start()
+        subs = [("trd/+/verdict", 1), ("trd/+/heatmap", 0)]
+        self.client = persistent_subscriber("fleet-mes", port, subs, self._on_message)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         now = time.time()

@@ -32,12 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from mes_client import persistent_subscriber  # noqa: E402
+
 from edge.local_broker import LocalBroker, find_mosquitto  # noqa: E402
 
 
@@ -71,15 +70,7 @@ class Mes:
         self.seqs: set[int] = set()
         self.duplicates = 0
         self.lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="soak-mes",
-                                  protocol=mqtt.MQTTv5)  # fmt: skip
-        self.client.reconnect_delay_set(0.1, 1.0)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
-        self.client.loop_start()
+        self.client = persistent_subscriber("soak-mes", port, [(topic, 1)], self._on_message)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
         seq = json.loads(msg.payload)["sequence"]
