@@ -15,8 +15,6 @@ import sys
 import textwrap
 import time
 import types
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,9 +29,11 @@ from edge.sources.base import SourceStats
 
 try:
     from tests.broker import Subscriber, free_port, start_broker, wait_until
+    from tests.test_health import _get
     from tests.test_mqtt import MODEL, make_certs, publish_n
 except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.path
     from broker import Subscriber, free_port, start_broker, wait_until
+    from test_health import _get
     from test_mqtt import MODEL, make_certs, publish_n
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,14 +272,6 @@ def test_tls_expired_certificate_is_named(tmp_path):
 
 
 # ------------------------------------------------------------------------- 3: health
-
-
-def _get(port: int, route: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 @pytest.mark.mqtt
