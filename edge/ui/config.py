@@ -55,12 +55,16 @@ class UiConfig(BaseModel):
 
     def url(self, port: int | None = None) -> str:
         """The page's address as a browser on this machine writes it."""
-        host = self.bind
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port if port is None else port}/"
+        return browser_url(self.bind, self.port if port is None else port)
+
+
+def browser_url(bind: str, port: int) -> str:
+    """``http://host:port/`` for a server bound to ``bind``: a wildcard bind is reached on
+    127.0.0.1 from this machine, an IPv6 address goes in brackets."""
+    host = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
 
 
 def parse_ui_address(text: str) -> tuple[str | None, int]:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from edge.ui.config import browser_url
 from edge.ui.state import IMAGE_NAMES, UiState
 
 __all__ = ["UiServer"]
@@ -100,12 +101,7 @@ class UiServer:
     @property
     def url(self) -> str:
         """The page's address for a browser on this machine."""
-        host = self.bind
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/"
+        return browser_url(self.bind, self.port)
 
     def close(self) -> None:
         """Stop serving; open event streams end (idempotent)."""
