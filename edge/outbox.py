@@ -26,6 +26,7 @@ when the process dies, even by SIGKILL). All methods are thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -33,7 +34,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -194,8 +195,7 @@ class Outbox:
         with self._lock:
             self._check_open()
             dropped = 0
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 cur = self._db.execute(
                     "INSERT INTO messages(topic, payload, qos, retain, created, properties) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
@@ -211,15 +211,23 @@ class Outbox:
                     ).rowcount
                     self._bump("dropped_total", dropped)
                 self._bump("put_total", 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._count += 1 - dropped
             if dropped:
                 self._warn_full(dropped)
             assert new_id is not None
             return new_id
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction (the caller holds ``self._lock``): BEGIN IMMEDIATE takes the
+        database's write lock up front (no lock upgrade half-way); any error rolls back."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     def _check_open(self) -> None:
         if self._db is None:
@@ -246,8 +254,7 @@ class Outbox:
             return 0
         with self._lock:
             self._check_open()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 removed = 0
                 for chunk in range(0, len(ids), 500):
                     part = ids[chunk : chunk + 500]
@@ -256,10 +263,6 @@ class Outbox:
                         f"DELETE FROM messages WHERE id IN ({marks})", part
                     ).rowcount
                 self._bump(counter, removed)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._count -= removed
             return removed
 
@@ -287,8 +290,7 @@ class Outbox:
         now = time.time()
         with self._lock:
             self._check_open()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 moved = 0
                 for msg_id, code, reason in rows:
                     moved += self._db.execute(
@@ -299,10 +301,6 @@ class Outbox:
                     ).rowcount
                     self._db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
                 self._bump("refused_total", moved)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._count -= moved
             self._refused += moved
             return moved
@@ -330,18 +328,13 @@ class Outbox:
         """Put every refused message back into the queue (original ids, so in order)."""
         with self._lock:
             self._check_open()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 moved = self._db.execute(
                     "INSERT OR IGNORE INTO messages(id, topic, payload, qos, retain, created, "
                     "properties) SELECT id, topic, payload, qos, retain, created, properties "
                     "FROM refused"
                 ).rowcount
                 self._db.execute("DELETE FROM refused")
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._count += moved
             self._refused = 0
             return moved
@@ -367,16 +360,11 @@ class Outbox:
         """
         with self._lock:
             self._check_open()
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 value = self._db.execute(
                     "SELECT value FROM counters WHERE name = 'sequence'"
                 ).fetchone()[0]
                 self._bump("sequence", 1)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             return int(value)
 
     # -- reading ---------------------------------------------------------------------------
