@@ -63,6 +63,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--modality", default="normal", choices=["normal", "depth"])
+    p.add_argument("--depth-smoothing", type=float, default=0.0,
+                   help="σ (model px) of the height smoothing before the 3D image (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jsonl", type=Path, default=None)
     a = p.parse_args()
@@ -76,12 +78,14 @@ def main() -> None:
         rms = spec.plane_rms(distance) / average**0.5 if spec is not None else 0.00015
         data = _data(a.out, sensor, distance, average, a, None)
         for cat in a.categories:
-            run = a.out / f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-{a.modality}"
+            sm = f"-sm{a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""
+            run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-"
+                           f"{a.modality}{sm}")
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality=a.modality, backbone="resnet18",
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights="offline", seed=a.seed, align="principal-axis",
-                sobel_ksize=SOBEL.get(cat),
+                sobel_ksize=SOBEL.get(cat), depth_smoothing=a.depth_smoothing,
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)
@@ -95,7 +99,9 @@ def main() -> None:
                 by_depth[d] = dres["per_defect_type"]["geometry"]["image_auroc"]
             f = res["fused"]
             cols = " | ".join(f"{by_depth[d]:.2f}" for d in a.depths)
-            name = f"{sensor} {distance:g} m" + (f" ×{average}" if average > 1 else "")
+            name = (f"{sensor} {distance:g} m" + (f" ×{average}" if average > 1 else "")
+                    + (f" {a.modality}" if a.modality != "normal" else "")
+                    + (f" smooth σ={a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""))
             print(f"| {name} | {cat} | {rms * 1e3:.2f} | {per['color']:.2f} | "
                   f"{per['geometry']:.2f} | {per['both']:.2f} | {cols} | {f['image_auroc']:.2f} | "
                   f"{f['pixel_auroc']:.2f} | {seconds:.0f} |", flush=True)

@@ -68,6 +68,11 @@ class TrainConfig(BaseModel):
     )
     num_workers: int = Field(0, ge=0)
     sobel_ksize: int | None = Field(None, description="normal modality: Sobel aperture override")
+    # Runs recorded before it have no key: no smoothing.
+    depth_smoothing: float = Field(
+        0.0, ge=0, description="σ (model px) of the height smoothing before the 3D image "
+        "(PreprocessConfig.depth_smoothing; 0 = off)",
+    )
     align: Literal["none", "principal-axis"] = Field(
         "none", description="pose normalisation of freely lying parts (edge/pose.py)"
     )

@@ -53,6 +53,7 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
     return PreprocessConfig(
         image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize, align=cfg.align,
         pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
+        depth_smoothing=cfg.depth_smoothing,
     )
 
 
