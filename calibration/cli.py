@@ -38,6 +38,7 @@ from calibration.geometry import (
     training_geometry,
 )
 from calibration.report import CalibrationSummary, text_report, write_report
+from calibration.sensitivity import Sensitivity, sensitivity_for
 from calibration.threshold import (
     MIN_FRAMES,
     CalibrationError,
@@ -182,8 +183,12 @@ def calibrate(
     write: bool = True,
     source_options: SourceOptions | None = None,
     compare_training: bool = True,
+    expected_dent_m: float | None = None,
 ) -> CalibrationResult:
     """Calibrate a bundle on a station source (see the module docstring); returns the result.
+
+    ``expected_dent_m``: depth of the shallowest geometry defect the part must be checked for;
+    the report warns when the measured depth noise hides it (`calibration.sensitivity`).
 
     Raises `CalibrationError` (a ValueError) with the fix for: fewer than `MIN_FRAMES` frames,
     a source that cannot be opened or ends early, a labelled set without both classes.
@@ -249,6 +254,16 @@ def calibrate(
         if station_geo
         else ["no frame gave a background plane: geometry not recorded"]
     )
+    sensitivity: Sensitivity | None = None
+    if station_geo is not None and station_geo.depth_noise_rms_m is not None:
+        sensitivity = sensitivity_for(station_geo.depth_noise_rms_m, expected_dent_m)
+        if (w := sensitivity.warning()) is not None:
+            warnings.append(w)
+    elif expected_dent_m is not None:
+        warnings.append(
+            "the depth noise could not be measured (too little flat background around the "
+            "part), so whether the expected geometry defects are visible is unknown"
+        )
     intr = geo.intrinsics
     record = StationRecord(
         fitted_at=utc_now(),
@@ -274,6 +289,7 @@ def calibrate(
         training=training,
         training_note=training_note,
         warnings=warnings,
+        sensitivity=sensitivity.model_dump() if sensitivity is not None else None,
         calibration={
             "threshold": thr,
             "threshold_method": method_str,
@@ -303,6 +319,7 @@ def calibrate(
         labelled_labels=labelled_labels,
         geometry_lines=[
             *(scene_lines(station_geo) if station_geo else []),
+            *(sensitivity.lines() if sensitivity is not None else []),
             f"  training geometry: {training_note}",
         ],
         warnings=list(warnings),
@@ -410,6 +427,13 @@ def add_calibrate_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument(
+        "--expected-dent-mm",
+        type=float,
+        default=None,
+        help="depth of the shallowest dent/bump the part must be checked for: the report "
+        "warns when the measured depth noise hides it (docs/sensor-model.md)",
+    )
+    parser.add_argument(
         "--backend",
         default="auto",
         help="auto | onnxruntime | onnxruntime-fp16 | tensorrt (the one the station runs)",
@@ -439,6 +463,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         confidence=args.confidence,
         write=not args.dry_run,
         compare_training=not args.no_compare,
+        expected_dent_m=(args.expected_dent_mm / 1e3 if args.expected_dent_mm is not None
+                         else None),
     )
     print(text_report(result.summary))
     return 0

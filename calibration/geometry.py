@@ -90,6 +90,8 @@ class StationRecord(BaseModel):
     training_note: str = ""
     warnings: list[str] = Field(default_factory=list)
     calibration: dict = Field(default_factory=dict)
+    # smallest detectable dent at the measured noise (calibration.sensitivity); None: no noise
+    sensitivity: dict | None = None
 
 
 def plane_noise(
