@@ -7,6 +7,9 @@ Layout (see ``shared/design/architecture.md``)::
                             scoring, provenance, metrics, engines)
       model.onnx            FP32 per-frame graph: inputs rgb, x3d -> outputs map_rgb, map_3d
       model.fp16.onnx       FP16 body, FP32 score head and FP32 I/O (optional)
+      model.int8.onnx       INT8 QDQ body for onnxruntime, FP32 normalisation, head and I/O
+      model.int8.trt.onnx   the same, symmetric INT8 for TensorRT (both optional; how they
+                            were calibrated is in ``quantization``, export/int8.py)
       engines/<gpu>-sm<cc>-trt<ver>-<precision>.plan   built on the target, never shipped
 
 Loading verifies the schema and every file's sha256 and says exactly what is wrong.
@@ -33,6 +36,8 @@ SCHEMA_VERSION = "1.1"
 MANIFEST_NAME = "manifest.json"
 MODEL_FP32 = "model"  # key in Manifest.files
 MODEL_FP16 = "model_fp16"
+MODEL_INT8 = "model_int8"
+MODEL_INT8_TRT = "model_int8_trt"
 INPUT_NAMES = ("rgb", "x3d")
 OUTPUT_NAMES = ("map_rgb", "map_3d")
 
@@ -163,6 +168,32 @@ class EngineEntry(_Strict):
     layer_precisions: dict[str, int] = Field(default_factory=dict)
 
 
+class QuantizedGraph(_Strict):
+    """One INT8 graph of a bundle: its file, runtime and quantised types."""
+
+    path: str
+    runtime: str
+    activations: str
+    weights: str
+    op_types: list[str]
+    int8_convolutions: int = 0
+    fp32_convolutions: int = 0
+
+
+class QuantizationSpec(_Strict):
+    """How the INT8 graphs were made (``trd-edge export --int8``, ``export/int8.py``)."""
+
+    tool: str  # e.g. "onnxruntime.quantization.quantize_static 1.32.0"
+    format: Literal["QDQ"] = "QDQ"
+    calibration_method: str
+    calibration_source: str  # the frame source the good calibration frames came from
+    calibration_frames: int = Field(ge=1)
+    graphs: dict[str, QuantizedGraph] = Field(default_factory=dict)  # files key -> graph
+    # reason -> node names left FP32 ("input normalisation", "score head", "kept fp32 ...")
+    excluded_nodes: dict[str, list[str]] = Field(default_factory=dict)
+    created: str = Field(default_factory=utc_now)
+
+
 class Manifest(_Strict):
     """``manifest.json`` of a model bundle."""
 
@@ -175,6 +206,7 @@ class Manifest(_Strict):
     provenance: Provenance = Field(default_factory=Provenance)
     metrics: dict[str, Any] | None = None
     engines: dict[str, EngineEntry] = Field(default_factory=dict)
+    quantization: QuantizationSpec | None = None  # present with model.int8.onnx
 
     @model_validator(mode="after")
     def _check_sigma(self) -> Manifest:
@@ -279,11 +311,13 @@ class Bundle:
             raise BundleError(
                 f"bundle {self.path} has no {name!r} file (it has: "
                 f"{', '.join(sorted(self.manifest.files)) or 'none'}); "
-                + (
-                    "re-export with `trd-edge export --fp16`"
-                    if name == MODEL_FP16
-                    else "re-export it"
-                )
+                + {
+                    MODEL_FP16: "re-export with `trd-edge export --fp16`",
+                    MODEL_INT8: "re-export with `trd-edge export --int8 --calibration-frames "
+                    "SOURCE`",
+                    MODEL_INT8_TRT: "re-export with `trd-edge export --int8 "
+                    "--calibration-frames SOURCE`",
+                }.get(name, "re-export it")
             )
         return self.path / self.manifest.files[name].path
 

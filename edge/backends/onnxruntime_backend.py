@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 
 from edge.backends.base import Backend, BackendError, _Clock
-from edge.bundle import INPUT_NAMES, MODEL_FP16, MODEL_FP32, OUTPUT_NAMES, Bundle
+from edge.bundle import INPUT_NAMES, MODEL_FP16, MODEL_FP32, MODEL_INT8, OUTPUT_NAMES, Bundle
+
+# precision -> the bundle's graph (model.int8.onnx: QDQ INT8 body, FP32 head; export/int8.py)
+MODEL_FILES = {"fp32": MODEL_FP32, "fp16": MODEL_FP16, "int8": MODEL_INT8}
 
 # device -> execution providers, most preferred first (CPU is always the last resort)
 _PROVIDERS = {
@@ -71,7 +74,9 @@ def _create_session(ort: Any, path: Path, opts: Any, providers: list[str]) -> An
 
 
 class OnnxRuntimeBackend(Backend):
-    """Runs ``model.onnx`` (fp32) or ``model.fp16.onnx`` (fp16) from a bundle."""
+    """Runs ``model.onnx`` (fp32), ``model.fp16.onnx`` (fp16) or ``model.int8.onnx`` (int8:
+    on the CPU onnxruntime fuses its Q/DQ pairs into integer kernels, QLinearConv and the like,
+    with graph optimisation level ALL) from a bundle."""
 
     name = "onnxruntime"
 
@@ -84,14 +89,14 @@ class OnnxRuntimeBackend(Backend):
         warmup: int = 1,
     ) -> None:
         super().__init__()
-        if precision not in ("fp32", "fp16"):
-            raise BackendError(f"precision must be fp32 or fp16, got {precision!r}")
+        if precision not in MODEL_FILES:
+            raise BackendError(f"precision must be fp32, fp16 or int8, got {precision!r}")
         ort = _import_ort()
         self.bundle = bundle
         self.precision = precision
         self.image_size = bundle.image_size
         self.io = bundle.manifest.io
-        self.model_path = bundle.file_path(MODEL_FP16 if precision == "fp16" else MODEL_FP32)
+        self.model_path = bundle.file_path(MODEL_FILES[precision])
         self.providers = choose_providers(device, ort.get_available_providers())
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
