@@ -77,13 +77,15 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (resumes if it holds this run)")
     p.add_argument("--modality", choices=["depth", "normal"], default="normal",
                    help="3D image: surface normals (the authors' best) or depth (the original paper)")
-    p.add_argument("--backbone", choices=["wide_resnet50_2", "resnet18"],
-                   default="wide_resnet50_2")
-    p.add_argument("--image-size", type=int, default=256, help="multiple of 32")
+    p.add_argument("--backbone", choices=["wide_resnet50_2", "resnet18"], default=None,
+                   help="default wide_resnet50_2; resnet18 with --teacher-weights offline")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="multiple of 32 (default 256; 128 with --teacher-weights offline)")
     p.add_argument("--epochs", type=int, default=None,
                    help="default: the authors' count for the dataset, 200 for MVTec 3D-AD "
-                   "(and synthetic data), 100 for Eyecandies")
-    p.add_argument("--batch-size", type=int, default=16)
+                   "(and synthetic data), 100 for Eyecandies; 20 with --teacher-weights offline")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 16; 8 with --teacher-weights offline")
     p.add_argument("--lr", type=float, default=0.005)
     p.add_argument("--teacher-weights", default="imagenet",
                    help="imagenet | offline (shipped fractal-pretrained resnet18) | random | "
@@ -96,10 +98,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "cudnn.benchmark pick faster kernels")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--sobel-ksize", type=int, default=None,
-                   help="normal modality: Sobel aperture (default per category, else 5)")
-    p.add_argument("--align", choices=["none", "principal-axis"], default="none",
-                   help="principal-axis: turn and centre each part by its principal axis before "
-                   "the model (training and station alike), for parts that lie at any angle")
+                   help="normal modality: Sobel aperture (default per category, else 5; with "
+                   "--teacher-weights offline chosen from the good training images)")
+    p.add_argument("--align", choices=["none", "principal-axis", "auto"], default=None,
+                   help="pose normalisation before the model (training and station alike) for "
+                   "parts that lie at any angle: principal-axis (elongated parts), auto (any "
+                   "shape: outline symmetry, then height or print). Default none; with "
+                   "--teacher-weights offline chosen from the good training images")
     p.add_argument("--augment", choices=["none", "rot90"], default="none",
                    help="rot90: turn each training part by a random multiple of 90° (RGB and "
                    "cloud together); for parts that lie at any angle")

@@ -23,6 +23,25 @@ aligned frame; `Pose.to_camera` maps them back for heatmaps and defect regions.
 
 A part whose mask is nearly round (second-moment ratio below ``min_elongation``) keeps its angle
 and is only centred: its axis would be noise.
+
+``align="auto"`` (`pose_auto`, issue 13) handles every shape. Squares, regular polygons and discs
+have isotropic second moments, so the principal axis says nothing about them. Instead:
+
+1. **The outline's symmetry**: the radius of the mask's outer contour as a function of the angle
+   about the centroid, r(φ), and its Fourier harmonics c_k = mean(r·e^{ikφ}) / mean(r). An n-fold
+   symmetric outline has only harmonics at multiples of n: a square's c4 is about 0.07, a
+   hexagon's c6 0.03, a pixelated circle's harmonics stay below 0.005. The order n is the
+   strongest harmonic (or its smallest strong divisor), the angle modulo 2π/n is arg(c_n)/n (a
+   direction of largest radius turned onto +x). An elongated part (second-moment ratio ≥
+   ``min_elongation``) keeps its principal axis (n = 2), exactly as ``principal-axis`` turns it.
+2. **Which of the n turns, from content**: the first moment of the part's height above the
+   plane, M = Σ h·(dx + i·dy), generalises principal-axis's "higher end to +x"; when the height
+   is (nearly) symmetric, the same moment of the print (grey level minus its median, on the
+   part's interior: the rim's shading would only say where the light is). Normalised by
+   Σ|w|·rms radius it is a dimensionless asymmetry; below a threshold it is noise and the part
+   truly looks the same under those turns. The turn whose direction is closest to arg M wins; a
+   round outline takes arg M itself (a disc turned by its print).
+3. A round part without a decisive cue keeps its angle (only centred), as before.
 """
 
 from __future__ import annotations
@@ -36,6 +55,11 @@ import numpy as np
 from edge.geometry import Plane, fit_background_plane, foreground_mask
 
 MIN_ELONGATION = 1.3  # ratio of the mask's principal second moments below which we do not turn
+# `pose_auto` thresholds, measured on `trd-edge synth` parts at 128 px (docs/any-shape.md):
+OUTLINE_HARMONIC = 0.01  # |c_k| of r(φ)/mean r above which the outline has that symmetry
+HEIGHT_ASYMMETRY = 0.05  # normalised height moment that settles the turn (bracket ≈ 0.25)
+PRINT_ASYMMETRY = 0.12  # normalised print moment that settles the turn (arrow disc 0.2–0.36)
+MAX_ORDER = 12  # harmonics examined (a 12-fold part still has its angle)
 
 
 @dataclass(frozen=True)
@@ -85,11 +109,16 @@ def estimate_pose(
     plane_distance: float = 0.005,
     closing_iterations: int = 3,
     min_elongation: float = MIN_ELONGATION,
+    method: str = "principal-axis",
+    rgb: np.ndarray | None = None,
 ) -> Pose | None:
     """The part's pose from an organised cloud (H×W×3, metres), or None when nothing stands off
-    the background plane (an empty station: nothing to align)."""
+    the background plane (an empty station: nothing to align). ``method`` "auto" is
+    `pose_auto` (any shape; ``rgb`` lets the print settle the turn)."""
     plane = fit_background_plane(xyz)
     fg = foreground_mask(xyz, plane_distance, closing_iterations, plane=plane)
+    if method == "auto":
+        return pose_auto(xyz, fg, plane, rgb, min_elongation)
     return pose_from_mask(xyz, fg, plane, min_elongation)
 
 
@@ -122,3 +151,115 @@ def pose_from_mask(
     matrix[0, 2] += (w - 1) / 2 - cx
     matrix[1, 2] += (h - 1) / 2 - cy
     return Pose(centre=(cx, cy), angle_deg=angle, matrix=matrix, size=(h, w))
+
+
+def _pose(cx: float, cy: float, angle: float, size: tuple[int, int]) -> Pose:
+    h, w = size
+    matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
+    matrix[0, 2] += (w - 1) / 2 - cx
+    matrix[1, 2] += (h - 1) / 2 - cy
+    return Pose(centre=(cx, cy), angle_deg=angle, matrix=matrix, size=size)
+
+
+def outline_harmonics(fg: np.ndarray, cx: float, cy: float, bins: int = 180) -> np.ndarray:
+    """c_1…c_MAX_ORDER of the outer contour's radius r(φ) about (cx, cy), normalised by the
+    mean radius (complex; |c_k| is the strength of k-fold structure, arg(c_k)/k its phase).
+    Angles are in image pixels (x right, y down), like the rest of this module."""
+    contours, _ = cv2.findContours(fg.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    pts = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+    phi = np.arctan2(pts[:, 1] - cy, pts[:, 0] - cx)
+    r = np.hypot(pts[:, 0] - cx, pts[:, 1] - cy)
+    order = np.argsort(phi)
+    grid = np.linspace(-math.pi, math.pi, bins, endpoint=False)
+    # for a non-star-shaped outline this averages the contour's radii per angle: still symmetric
+    radius = np.interp(grid, phi[order], r[order], period=2 * math.pi)
+    k = np.arange(1, MAX_ORDER + 1)[:, None]
+    return (radius[None, :] * np.exp(1j * k * grid[None, :])).mean(axis=1) / radius.mean()
+
+
+def symmetry_order(harmonics: np.ndarray, threshold: float = OUTLINE_HARMONIC) -> int:
+    """The outline's rotational symmetry order n from `outline_harmonics` (0 = round: no
+    harmonic above ``threshold``). An n-fold outline has harmonics at multiples of n only; the
+    strongest is taken, or its smallest divisor that is itself clearly present."""
+    amp = np.abs(harmonics)
+    k_best = int(np.argmax(amp[1:])) + 2  # k = 1 is the centroid's own noise
+    if amp[k_best - 1] < threshold:
+        return 0
+    for d in range(2, k_best):
+        if k_best % d == 0 and amp[d - 1] >= max(threshold, 0.25 * amp[k_best - 1]):
+            return d
+    return k_best
+
+
+def content_moments(
+    xyz: np.ndarray, fg: np.ndarray, plane: Plane, rgb: np.ndarray | None, cx: float, cy: float
+) -> tuple[complex, complex]:
+    """Normalised first moments (height, print) of the part about its centroid: |M| in [0, 1]
+    says how lopsided the cue is, arg M which way (image pixels, y down). Print is 0 without
+    ``rgb``."""
+    ys, xs = np.nonzero(fg)
+    pos = (xs - cx) + 1j * (ys - cy)
+    rms = math.sqrt(float(np.mean(np.abs(pos) ** 2))) or 1.0
+    valid = xyz[ys, xs, 2] != 0  # closed-over dropouts have no height
+    height = np.where(valid, plane.distance(xyz[ys, xs]), 0.0)
+    m_h = complex((height * pos).sum() / max(float(np.abs(height).sum()) * rms, 1e-12))
+    if rgb is None:
+        return m_h, 0j
+    # the interior only: a rim's shading is where the light comes from, not what the part is
+    erode = max(2, round(0.12 * rms * math.sqrt(2)))
+    inner = cv2.erode(fg.astype(np.uint8), cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1))) > 0
+    iy, ix = np.nonzero(inner)
+    if len(ix) < 10:
+        return m_h, 0j
+    grey = rgb[iy, ix].astype(np.float64).mean(axis=1)
+    # unsigned "ink": a relief's shading (a groove lit on one side, dark on the other) is
+    # symmetric in |deviation| and cancels; a print off the centre does not
+    dev = np.abs(grey - np.median(grey))
+    # and only what stands out of the surface's own mottling (3 robust sigmas): ink, not texture
+    w = np.maximum(dev - 3.0 * 1.4826 * np.median(dev), 0.0)
+    ipos = (ix - cx) + 1j * (iy - cy)
+    # normalised by all of the deviation: a few stray pixels above the cut do not make a print
+    m_p = complex((w * ipos).sum() / max(float(dev.sum()) * rms, 1e-12))
+    return m_h, m_p
+
+
+def pose_auto(
+    xyz: np.ndarray,
+    fg: np.ndarray,
+    plane: Plane,
+    rgb: np.ndarray | None = None,
+    min_elongation: float = MIN_ELONGATION,
+) -> Pose | None:
+    """Pose of a part of any shape (module docstring, ``align="auto"``): the outline's
+    symmetry gives the angle modulo 2π/n, height or print settles which of the n turns, a part
+    with neither keeps that (round: its own) angle. None when there is no part."""
+    ys, xs = np.nonzero(fg)
+    if len(xs) < 10:
+        return None
+    cx, cy = float(xs.mean()), float(ys.mean())
+    dx, dy = xs - cx, ys - cy
+    mu20, mu02, mu11 = float((dx * dx).mean()), float((dy * dy).mean()), float((dx * dy).mean())
+    spread = math.hypot(mu20 - mu02, 2 * mu11)
+    lam_big, lam_small = (mu20 + mu02 + spread) / 2, (mu20 + mu02 - spread) / 2
+    if lam_big >= min_elongation * max(lam_small, 1e-9):
+        order, base = 2, 0.5 * math.atan2(2 * mu11, mu20 - mu02)
+    else:
+        harmonics = outline_harmonics(fg, cx, cy)
+        order = symmetry_order(harmonics)
+        base = float(np.angle(harmonics[order - 1])) / order if order else 0.0
+    m_h, m_p = content_moments(xyz, fg, plane, rgb, cx, cy)
+    if abs(m_h) >= HEIGHT_ASYMMETRY:
+        cue: complex | None = m_h
+    elif abs(m_p) >= PRINT_ASYMMETRY:
+        cue = m_p
+    else:
+        cue = None
+    if cue is None:
+        theta = base
+    elif order == 0:
+        theta = float(np.angle(cue))
+    else:  # the turn (of the n) that brings the cue's direction closest to +x
+        turns = base + 2 * math.pi * np.arange(order) / order
+        theta = float(turns[int(np.argmax(np.cos(turns - np.angle(cue))))])
+    return _pose(cx, cy, math.degrees(theta), xyz.shape[:2])

@@ -22,7 +22,7 @@ from edge.geometry import (
     foreground_mask,
     normals_image,
 )
-from edge.pose import Pose, estimate_pose, pose_from_mask
+from edge.pose import Pose, estimate_pose, pose_auto, pose_from_mask
 from edge.registration import area_resize
 from edge.resample import pil_bilinear_resize
 
@@ -81,10 +81,11 @@ class PreprocessConfig(BaseModel):
         3, ge=0, description="3×3 morphological closing iterations on the foreground mask."
     )
     fill_iterations: int = Field(2, ge=0, description="3×3 hole-filling iterations.")
-    align: Literal["none", "principal-axis"] = Field(
+    align: Literal["none", "principal-axis", "auto"] = Field(
         "none",
         description="'principal-axis': turn and centre the part by its mask's principal axis "
-        "before the model (edge/pose.py), for parts that lie at any angle.",
+        "before the model (edge/pose.py), for parts that lie at any angle. 'auto': any shape "
+        "(outline symmetry, then height or print settles the turn; edge.pose.pose_auto).",
     )
     pipeline: Literal["reference", "working"] = Field(
         "reference",
@@ -373,8 +374,9 @@ def preprocess(
             "a frame registered at a working grid cannot be used with it"
         )
     pose = None
-    if cfg.align == "principal-axis":
-        pose = estimate_pose(xyz, cfg.plane_distance, cfg.closing_iterations)
+    if cfg.align != "none":
+        pose = estimate_pose(xyz, cfg.plane_distance, cfg.closing_iterations,
+                             method=cfg.align, rgb=rgb)
         if pose is not None:
             rgb, xyz = pose.warp(rgb), pose.warp(xyz, nearest=True)
     if cfg.modality == "depth":
@@ -429,8 +431,9 @@ def _preprocess_working(
     fg = foreground_mask(xyz, cfg.plane_distance, cfg.closing_iterations, plane=plane)
     pose = None
     z = np.ascontiguousarray(xyz[..., 2])  # from here on only heights are needed
-    if cfg.align == "principal-axis":
-        pose = pose_from_mask(xyz, fg, plane)
+    if cfg.align != "none":
+        pose = (pose_auto(xyz, fg, plane, rgb) if cfg.align == "auto"
+                else pose_from_mask(xyz, fg, plane))
         if pose is not None:  # (the plane and mask need no refit: a pixel warp keeps xyz)
             rgb, z = pose.warp(rgb), pose.warp(z, nearest=True)
             fg = pose.warp(fg.view(np.uint8), nearest=True) > 0

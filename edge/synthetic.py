@@ -2,9 +2,13 @@
 
 A scene is one object ("puck": a bevelled disc with an embossed ring and a rubbery ring
 texture; "bracket": a rounded plate with two through holes, a raised flange and brushed-metal
-texture) lying on a slightly tilted background plane, seen by a pinhole camera about 0.5 m
+texture; "block": a square block with a printed grid; "hexagon": a hexagonal part with a
+round recess; "disc": a round part with an asymmetric printed arrow) lying on a slightly tilted
+background plane, seen by a pinhole camera about 0.5 m
 away. As at a real station the camera mounting (distance, plane tilt) is fixed per category;
-parts wobble slightly (±3 mm, ±0.5°) and vary in position, rotation, size, colour and texture.
+parts wobble slightly (±3 mm, ±0.5°) and vary in position, rotation (0–360°), size, colour and
+texture. The block, hexagon and disc lie on a support whose tilt also varies per sample (±1.4°,
+a conveyor's belt), to exercise pose normalisation of shapes whose second moments are isotropic.
 The organised cloud is computed per pixel along the camera rays, with mild Gaussian depth noise
 and a few small missing-point dropouts (``(0,0,0)`` like a real sensor). Good samples vary
 within what a fixed station sees.
@@ -52,7 +56,12 @@ __all__ = [
     "write_dataset",
 ]
 
-CATEGORIES = ("puck", "bracket")
+# New categories go at the end: write_dataset seeds each category by its index here, so the
+# data of the earlier ones stays bit-identical.
+CATEGORIES = ("puck", "bracket", "block", "hexagon", "disc")
+# Parts that exercise pose normalisation of any shape (issue 13): isotropic second moments, any
+# angle, and a support whose tilt varies a little per sample as on a real conveyor.
+_CONVEYOR_TILT = {"block": 0.025, "hexagon": 0.025, "disc": 0.025}  # ± dz/dx, dz/dy (≤ ~2°)
 DEFECT_TYPES = ("color", "geometry", "both")
 
 # Camera: the image spans about 12 cm at 0.5 m, so objects fill roughly half of the frame.
@@ -69,6 +78,9 @@ class SyntheticScene:
     mask: np.ndarray  # bool H×W, True exactly on the defect
     defect: str  # "good" or one of DEFECT_TYPES
     intrinsics: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # fx, fy, cx, cy
+    # the part's turn (rad): its own +u axis points this way in the image (x right, y down);
+    # ground truth for pose tests
+    angle: float = 0.0
 
 
 @dataclass
@@ -87,6 +99,7 @@ class _Base:
     dropout: np.ndarray  # bool: missing points
     object_colour: np.ndarray
     sensor: SensorDraw | None = None  # this capture's camera noise (`--sensor`), else None
+    angle: float = 0.0  # the part's turn (rad), `SyntheticScene.angle`
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: int) -> np.ndarray:
@@ -232,6 +245,9 @@ class SceneGenerator:
         d_station, a_station, b_station = self._station
         d0 = d_station + rng.uniform(-0.003, 0.003)
         a, b = (a_station, b_station) + rng.uniform(-0.008, 0.008, size=2)  # ≤ ~0.5° wobble
+        if self.category in _CONVEYOR_TILT:  # (drawn only for these: older data unchanged)
+            tilt = _CONVEYOR_TILT[self.category]
+            a, b = (a, b) + rng.uniform(-tilt, tilt, size=2)
         z_bg = d0 / (1.0 - a * self._rx - b * self._ry)
         xb, yb = self._rx * z_bg, self._ry * z_bg
         x0, y0 = rng.uniform(-0.006, 0.006, size=2)
@@ -251,10 +267,18 @@ class SceneGenerator:
         tex_noise = cv2.GaussianBlur(tex_noise.astype(np.float32), (0, 0), 1.5)
         if self.category == "puck":
             height, nominal, obj_albedo, bg_colour = self._puck(rng, lu, lv, tex_noise)
-        else:
+        elif self.category == "bracket":
             height, nominal, obj_albedo, bg_colour = self._bracket(
                 rng, lu, lv, tex_noise, tex_n, extent
             )
+        elif self.category == "block":
+            height, nominal, obj_albedo, bg_colour = self._block(rng, lu, lv, tex_noise)
+        elif self.category == "hexagon":
+            height, nominal, obj_albedo, bg_colour = self._hexagon(
+                rng, lu, lv, tex_noise, tex_n, extent
+            )
+        else:
+            height, nominal, obj_albedo, bg_colour = self._disc(rng, lu, lv, tex_noise)
         # Flat top surfaces, one pixel clear of the bevelled rim: defects stay on the object.
         top = cv2.erode((height >= 0.8 * nominal).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         if not top.any():
@@ -295,6 +319,7 @@ class SceneGenerator:
             dropout=dropout.astype(bool),
             object_colour=obj_albedo.reshape(-1, 3)[top.ravel()].mean(axis=0),
             sensor=self._draw_sensor(),
+            angle=float(theta),
         )
 
     def _draw_sensor(self, colour_from: SensorDraw | None = None) -> SensorDraw | None:
@@ -346,6 +371,79 @@ class SceneGenerator:
         )
         bg = np.array([0.20, 0.22, 0.26]) * rng.uniform(0.9, 1.1, size=3)
         return height, t, albedo, bg
+
+    def _block(
+        self, rng: np.random.Generator, lu: np.ndarray, lv: np.ndarray, tex_noise: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Square block (isotropic second moments) with a printed grid centred on its top: it
+        looks the same under a quarter turn, so only its angle modulo 90° can be normalised."""
+        half = rng.uniform(0.020, 0.024)
+        h = rng.uniform(0.010, 0.014)
+        height = h * _smoothstep(-_rounded_rect_sdf(lu, lv, half, half, 0.002) / 0.0015)
+        pitch = 2 * half / rng.choice([4, 5])
+        # distance to the nearest grid line (lines through the centre, every `pitch`)
+        du = np.abs((lu / pitch + 0.5) % 1.0 - 0.5) * pitch
+        dv = np.abs((lv / pitch + 0.5) % 1.0 - 0.5) * pitch
+        line = 1.0 - _smoothstep((np.minimum(du, dv) - 0.0005) / 0.0004)
+        colour = np.array([0.80, 0.74, 0.58]) * rng.uniform(0.92, 1.08, size=3)
+        ink = np.array([0.12, 0.14, 0.30]) * rng.uniform(0.9, 1.1, size=3)
+        base = colour[None, None, :] * (1 + 0.05 * tex_noise[..., None])
+        albedo = base * (1 - line[..., None]) + ink[None, None, :] * line[..., None]
+        bg = np.array([0.30, 0.30, 0.32]) * rng.uniform(0.9, 1.1, size=3)
+        return height, h, albedo, bg
+
+    def _hexagon(
+        self,
+        rng: np.random.Generator,
+        lu: np.ndarray,
+        lv: np.ndarray,
+        tex_noise: np.ndarray,
+        tex_n: int,
+        extent: float,
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Hexagonal part (six-fold symmetric outline) with a shallow round recess in the
+        centre; bead-blasted metal."""
+        apothem = rng.uniform(0.020, 0.024)
+        h = rng.uniform(0.008, 0.012)
+        # distance to a regular hexagon with flats at ±apothem (max over its three normals)
+        d = np.zeros_like(lu)
+        for k in range(3):
+            ang = k * math.pi / 3
+            d = np.maximum(d, np.abs(lu * math.cos(ang) + lv * math.sin(ang)))
+        height = h * _smoothstep((apothem - d) / 0.0015)
+        rho = np.hypot(lu, lv)
+        recess_r = apothem * rng.uniform(0.40, 0.50)
+        height -= 0.0015 * _smoothstep((recess_r - rho) / 0.001)
+        colour = np.array([0.55, 0.56, 0.58]) * rng.uniform(0.9, 1.1, size=3)
+        grain = _sample_texture(
+            rng.standard_normal((tex_n, tex_n)).astype(np.float32), lu, lv, extent
+        )
+        albedo = colour[None, None, :] * (
+            1 + 0.05 * tex_noise[..., None] + 0.04 * grain[..., None]
+        )
+        bg = np.array([0.18, 0.24, 0.20]) * rng.uniform(0.9, 1.1, size=3)
+        return height, h, albedo, bg
+
+    def _disc(
+        self, rng: np.random.Generator, lu: np.ndarray, lv: np.ndarray, tex_noise: np.ndarray
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """Round part whose outline says nothing about its angle; a printed arrow (shaft and
+        head along +u) does: only the content can settle its pose."""
+        r = rng.uniform(0.023, 0.027)
+        h = rng.uniform(0.006, 0.010)
+        rho = np.hypot(lu, lv)
+        height = h * _smoothstep((r - rho) / 0.002)
+        un, vn = lu / r, lv / r
+        # off-centre, so its ink's centroid points along +u (a centred print would balance)
+        shaft = (un > -0.15) & (un < 0.30) & (np.abs(vn) < 0.09)
+        head = (un >= 0.30) & (un < 0.75) & (np.abs(vn) < 0.30 * (0.75 - un) / 0.45)
+        arrow = cv2.GaussianBlur((shaft | head).astype(np.float32), (0, 0), 0.6)
+        colour = np.array([0.86, 0.86, 0.82]) * rng.uniform(0.95, 1.05, size=3)
+        ink = np.array([0.60, 0.12, 0.10]) * rng.uniform(0.9, 1.1, size=3)
+        base = colour[None, None, :] * (1 + 0.04 * tex_noise[..., None])
+        albedo = base * (1 - arrow[..., None]) + ink[None, None, :] * arrow[..., None]
+        bg = np.array([0.25, 0.27, 0.33]) * rng.uniform(0.9, 1.1, size=3)
+        return height, h, albedo, bg
 
     # ---------------------------------------------------------------- defects
     def _defect_centre(self, base: _Base, radius_px: float) -> tuple[int, int]:
@@ -465,7 +563,8 @@ class SceneGenerator:
         xyz[base.dropout] = 0.0
         mask = region.copy() if region is not None else np.zeros(z.shape, bool)
         return SyntheticScene(
-            rgb=rgb_u8, xyz=xyz, mask=mask, defect=defect, intrinsics=self.intrinsics
+            rgb=rgb_u8, xyz=xyz, mask=mask, defect=defect, intrinsics=self.intrinsics,
+            angle=base.angle,
         )
 
 
@@ -576,7 +675,8 @@ def _averaged(scenes: list[SyntheticScene]) -> SyntheticScene:
     mean = average_frames([Frame(rgb=s.rgb, xyz=s.xyz, frame_number=i)
                            for i, s in enumerate(scenes)])
     first = scenes[0]
-    return SyntheticScene(mean.rgb, mean.xyz, first.mask, first.defect, first.intrinsics)
+    return SyntheticScene(mean.rgb, mean.xyz, first.mask, first.defect, first.intrinsics,
+                          first.angle)
 
 
 def _distance_for(distance: float | dict[str, float] | None, category: str) -> float | None:

@@ -4,10 +4,12 @@ For each category × seed: write a synthetic set with `trd-edge synth`'s generat
 model with the given options, evaluate, and print one markdown row (image AUROC per defect type,
 fused I-AUROC, P-AUROC, AUPRO@0.3, training seconds). Rows are also appended to ``--jsonl``.
 
-    python scripts/offline_table.py --out /tmp/offline --categories bracket puck --seeds 0 1 2 \\
-        --image-size 128 --teacher offline --align principal-axis
+    python scripts/offline_table.py --out /tmp/offline --seeds 0 1 2
 
-About 2.5–5 min per row on two CPU cores at 128 px (48 training images, 20 epochs).
+With ``--teacher offline`` and no ``--align`` / ``--sobel-ksize`` this is `trd-edge train
+--teacher-weights offline` without expert flags: both are chosen from the good training images
+(trainer/choices.py) and the row shows what was chosen. About 4–8 min per row on two CPU cores
+at 128 px (60 training images, 20 epochs).
 """
 
 from __future__ import annotations
@@ -17,25 +19,27 @@ import json
 import time
 from pathlib import Path
 
-from edge.synthetic import write_dataset
+from edge.synthetic import CATEGORIES, write_dataset
 from trainer.evaluate import evaluate
-from trainer.run import TrainConfig
+from trainer.run import TrainConfig, read_run_info
 from trainer.train import train
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="data and runs go here")
-    p.add_argument("--categories", nargs="+", default=["bracket", "puck"])
+    p.add_argument("--categories", nargs="+", default=list(CATEGORIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--n-train", type=int, default=48)
+    p.add_argument("--n-train", type=int, default=60)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--teacher", default="offline", help="offline | random | PATH")
-    p.add_argument("--align", default="principal-axis", choices=["none", "principal-axis"])
+    p.add_argument("--align", default=None, choices=["none", "principal-axis", "auto"],
+                   help="default: chosen from the data with the offline teacher, else none")
     p.add_argument("--augment", default="none", choices=["none", "rot90"])
-    p.add_argument("--sobel-ksize", type=int, default=None, help="default: per category")
+    p.add_argument("--sobel-ksize", type=int, default=None,
+                   help="default: chosen from the data with the offline teacher, else per category")
     p.add_argument("--preprocess", default="working", choices=["working", "reference"])
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size)")
@@ -49,7 +53,7 @@ def main() -> None:
     for seed in a.seeds:
         data = a.out / f"data-{data_size}-n{a.n_train}-s{seed}"
         if not data.is_dir():  # 20 good + 20 per defect type in test: AUROC steps of 1/400
-            write_dataset(data, categories=("puck", "bracket"), image_size=data_size,
+            write_dataset(data, categories=CATEGORIES, image_size=data_size,
                           n_train=a.n_train, n_validation=12, n_test_good=20,
                           n_test_per_defect=20, seed=seed, progress=False)
         for cat in a.categories:
@@ -61,20 +65,24 @@ def main() -> None:
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
+                choose_from_data=a.teacher == "offline",
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)
             seconds = time.perf_counter() - t0
             res = evaluate(run, data, cat, progress=False)
+            done = read_run_info(run)  # what was chosen: align and Sobel as trained
             per = {k: v["image_auroc"] for k, v in res["per_defect_type"].items()}
             f = res["fused"]
-            print(f"| {a.teacher} | {a.align} | {a.preprocess} | {cfg.sobel_ksize or 'default'} | "
+            print(f"| {a.teacher} | {done.config.align} | {a.preprocess} | "
+                  f"{done.preprocess.sobel_ksize} | "
                   f"{cat} | {seed} | {per['color']:.3f} | "
                   f"{per['geometry']:.3f} | {per['both']:.3f} | {f['image_auroc']:.3f} | "
                   f"{f['pixel_auroc']:.2f} | {f['aupro@0.3']:.2f} | {seconds:.0f} |", flush=True)
             if a.jsonl:
                 with a.jsonl.open("a") as fh:
-                    fh.write(json.dumps({"config": cfg.model_dump(), "train_s": seconds,
+                    fh.write(json.dumps({"config": done.config.model_dump(), "train_s": seconds,
+                                         "auto_choices": done.model_dump()["auto_choices"],
                                          "per_defect_type": per, "fused": f}) + "\n")
 
 

@@ -37,6 +37,11 @@ def test_synth_train_resume_eval(tmp_path: Path) -> None:
     info = json.loads((run / "run.json").read_text())
     assert info["epochs_done"] == 1 and info["config"]["category"] == "puck"
     assert info["preprocess"]["image_size"] == 64 and "git_revision" in info
+    # offline teacher: what was left open (the aperture) was chosen from the data and recorded
+    choices = info["auto_choices"]
+    assert choices["align"] == {**choices["align"], "value": "principal-axis", "source": "flag"}
+    assert choices["sobel_ksize"]["source"] == "data"
+    assert choices["sobel_ksize"]["value"] == info["preprocess"]["sobel_ksize"]
     first_loss = info["history"][0]["loss_rgb"]
 
     # same --out, more epochs: resumes at epoch 2 instead of starting over

@@ -14,9 +14,9 @@ from edge.bundle import load_bundle
 from edge.frames import Frame
 from edge.geometry import fit_background_plane, foreground_mask
 from edge.inspector import Inspector
-from edge.pose import estimate_pose
+from edge.pose import estimate_pose, outline_harmonics, pose_auto, symmetry_order
 from edge.preprocess import PreprocessConfig, preprocess, resize_mask
-from edge.synthetic import SceneGenerator
+from edge.synthetic import SceneGenerator, SyntheticScene
 
 
 def _axis_and_high_end(xyz: np.ndarray) -> tuple[float, float, tuple[float, float]]:
@@ -146,3 +146,84 @@ def test_station_maps_of_an_aligned_bundle_are_in_the_camera_frame(tmp_path):
     yp, xp = np.unravel_index(np.where(inner, p, -np.inf).argmax(), p.shape)
     assert abs(int(xa) - int(xp)) <= 2 and abs(int(ya) - int(yp)) <= 2
     assert ins["aligned"].regions  # regions come from the camera-frame map
+
+
+# ---------------------------------------------------------------- any shape (align="auto")
+# (outline symmetry order, period of the canonical angle in degrees) of each synthetic part
+_SHAPES = {"block": (4, 90.0), "hexagon": (6, 60.0), "bracket": (2, 360.0), "disc": (0, 360.0)}
+
+
+def _auto_pose(scene):
+    plane = fit_background_plane(scene.xyz)
+    fg = foreground_mask(scene.xyz, plane=plane)
+    return pose_auto(scene.xyz, fg, plane, scene.rgb), fg
+
+
+def _circular_spread(deg: np.ndarray, period: float) -> float:
+    """Circular std (deg) of angles modulo ``period``."""
+    z = np.exp(2j * np.pi * np.asarray(deg) / period)
+    return float(np.degrees(np.sqrt(-2 * np.log(abs(z.mean())))) * period / 360.0)
+
+
+@pytest.mark.parametrize("category", list(_SHAPES))
+def test_any_shape_reaches_one_canonical_angle(category):
+    """Parts lying at random angles (different samples: size, tilt, light relative to the part)
+    end up at the same canonical angle, modulo the part's own symmetry: the part's axis
+    after the turn (true angle − applied turn) is the same for every one of them."""
+    order, period = _SHAPES[category]
+    gen = SceneGenerator(category, image_size=128, seed=11)
+    truth, residue = [], []
+    for _ in range(10):
+        scene = gen.sample("good")
+        pose, fg = _auto_pose(scene)
+        ys, xs = np.nonzero(fg)
+        assert symmetry_order(outline_harmonics(fg, xs.mean(), ys.mean())) == order
+        truth.append(math.degrees(scene.angle))
+        residue.append(math.degrees(scene.angle) - pose.angle_deg)
+    assert _circular_spread(np.array(truth), period) > 15  # they really lay at various angles
+    assert _circular_spread(np.array(residue), period) < 3.0, np.mod(residue, period)
+
+
+@pytest.mark.parametrize("category", ["block", "hexagon"])
+def test_principal_axis_cannot_turn_isotropic_parts(category):
+    """What issue 13 is about: the second moments of a square or hexagon are isotropic, so the
+    principal-axis rule leaves such parts at their random angle (and `auto` does not)."""
+    gen = SceneGenerator(category, image_size=128, seed=3)
+    turns = [estimate_pose(gen.sample("good").xyz).angle_deg for _ in range(4)]
+    assert turns == [0.0] * 4
+
+
+def test_round_part_without_print_is_left_as_is_and_disc_turns_by_its_print():
+    puck = SceneGenerator("puck", image_size=128, seed=0)
+    for _ in range(4):
+        assert _auto_pose(puck.sample("good"))[0].angle_deg == 0.0
+    # the same disc turned on the pixel grid (a camera looking down): the print turns it back
+    scene = SceneGenerator("disc", image_size=128, seed=2).sample("good")
+    first = _auto_pose(scene)[0].angle_deg
+    for k in (1, 2, 3):
+        turned = SyntheticScene(np.ascontiguousarray(np.rot90(scene.rgb, k)),
+                                np.ascontiguousarray(np.rot90(scene.xyz, k)), scene.mask, "good")
+        # np.rot90 turns counter-clockwise on screen: the part's y-down angle drops by 90°·k
+        got = _auto_pose(turned)[0].angle_deg
+        assert abs((got - (first - 90 * k) + 180) % 360 - 180) < 3.0
+
+
+def test_elongated_parts_keep_the_principal_axis_rule():
+    """`auto` on the bracket is `principal-axis` (bundles trained with either agree)."""
+    gen = SceneGenerator("bracket", image_size=128, seed=9)
+    for _ in range(4):
+        scene = gen.sample("good")
+        assert _auto_pose(scene)[0].angle_deg == pytest.approx(estimate_pose(scene.xyz).angle_deg)
+
+
+def test_auto_aligned_maps_go_back_to_the_camera_frame():
+    scene = SceneGenerator("block", image_size=128, seed=4).sample("color")
+    gt = scene.mask.astype(np.uint8) * 255
+    s = 64
+    prep = preprocess(scene.rgb, scene.xyz, PreprocessConfig(image_size=s, align="auto",
+                                                             pipeline="working"))
+    assert prep.pose is not None and abs(prep.pose.angle_deg) > 5  # really turned
+    model_frame = prep.mask_to_model(gt)
+    back = prep.pose.to_camera(model_frame[None])[0] > 0.5
+    truth = resize_mask(gt, s) > 0.5
+    assert (back & truth).sum() / (back | truth).sum() > 0.7

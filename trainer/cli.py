@@ -10,16 +10,24 @@ from trainer.run import TrainConfig
 from trainer.train import train
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """`trd-edge train`."""
-    cfg = TrainConfig(
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's configuration from `trd-edge train`'s arguments (defaults resolved)."""
+    # --teacher-weights offline: the measured offline recipe (docs/any-shape.md) is the default,
+    # alignment and Sobel aperture chosen from the good training images; flags override.
+    offline = args.teacher_weights == "offline"
+    backbone = args.backbone or ("resnet18" if offline else "wide_resnet50_2")
+    image_size = args.image_size or (128 if offline else 256)
+    batch_size = args.batch_size or (8 if offline else 16)
+    epochs = args.epochs or (20 if offline else None)
+    return TrainConfig(
         data_root=args.data_root,
         category=args.category,
         modality=args.modality,
-        backbone=args.backbone,
-        image_size=args.image_size,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
+        backbone=backbone,
+        image_size=image_size,
+        epochs=epochs,
+        batch_size=batch_size,
+        choose_from_data=offline,
         lr=args.lr,
         teacher_weights=args.teacher_weights,
         seed=args.seed,
@@ -33,7 +41,11 @@ def run_train(args: argparse.Namespace) -> int:
         roi=getattr(args, "roi", None),
         rgb_resize=getattr(args, "rgb_resize", "area"),
     )
-    out = train(cfg, args.out)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`trd-edge train`."""
+    out = train(train_config_from_args(args), args.out)
     print(f"trained run written to {out}")
     return 0
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.preprocess import PreprocessConfig
 from edge.scoring import ScoreStats
+from trainer.choices import AutoChoices
 
 if TYPE_CHECKING:  # torch-side types only for annotations
     from trainer.model import TRD
@@ -67,14 +68,23 @@ class TrainConfig(BaseModel):
         "plus torch.use_deterministic_algorithms (warn only); False: cudnn.benchmark for speed",
     )
     num_workers: int = Field(0, ge=0)
-    sobel_ksize: int | None = Field(None, description="normal modality: Sobel aperture override")
+    sobel_ksize: int | None = Field(
+        None, description="normal modality: Sobel aperture override (None: the category's "
+        "reference aperture, or with choose_from_data the one chosen from the data)",
+    )
     # Runs recorded before it have no key: no smoothing.
     depth_smoothing: float = Field(
         0.0, ge=0, description="σ (model px) of the height smoothing before the 3D image "
         "(PreprocessConfig.depth_smoothing; 0 = off)",
     )
-    align: Literal["none", "principal-axis"] = Field(
-        "none", description="pose normalisation of freely lying parts (edge/pose.py)"
+    align: Literal["none", "principal-axis", "auto"] | None = Field(
+        "none", description="pose normalisation of freely lying parts (edge/pose.py); None: "
+        "chosen from the data with choose_from_data, else 'none'",
+    )
+    # Runs recorded before it have no key: nothing was chosen for them.
+    choose_from_data: bool = Field(
+        False, description="choose the settings left None (align, sobel_ksize) from the good "
+        "training images (trainer/choices.py); run.json records the choice as auto_choices",
     )
     augment: Literal["none", "rot90"] = Field(
         "none", description="training augmentation: rot90 turns parts by multiples of 90°"
@@ -118,6 +128,8 @@ class RunInfo(BaseModel):
     epochs_done: int = 0
     history: list[EpochRecord] = Field(default_factory=list)
     torch_version: str | None = None
+    # what choose_from_data chose and why; None when nothing was chosen (older runs)
+    auto_choices: AutoChoices | None = None
 
 
 class Calibration(BaseModel):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from edge.dataset_io import dataset_kind, list_samples
 from edge.preprocess import PreprocessConfig, sobel_ksize_for
+from trainer.choices import AutoChoices, choose_from_data, describe
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
 from trainer.loss import branch_loss
@@ -51,7 +52,8 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
     """The preprocessing a run trains with; the bundle and the station reuse it verbatim."""
     ksize = cfg.sobel_ksize or sobel_ksize_for(cfg.category)
     return PreprocessConfig(
-        image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize, align=cfg.align,
+        image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize,
+        align=cfg.align or "none",
         pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
         depth_smoothing=cfg.depth_smoothing,
     )
@@ -157,12 +159,29 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
         raise ValueError(f"--image-size {cfg.image_size} is not a multiple of 32 (try 256)")
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
+    cfg, choices = resolve_choices(cfg)
     with determinism(cfg.deterministic):
-        return _train(cfg, Path(out), kind, epochs_source, progress)
+        return _train(cfg, Path(out), kind, epochs_source, progress, choices)
+
+
+def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
+    """``cfg`` with align and sobel_ksize filled in: chosen from the good training images when
+    ``cfg.choose_from_data`` (printed; recorded in run.json), else the old defaults."""
+    if not cfg.choose_from_data:
+        return (cfg if cfg.align is not None else cfg.model_copy(update={"align": "none"})), None
+    records = list_samples(cfg.data_root, cfg.category, "train")
+    base = preprocess_config_for(cfg.model_copy(update={"align": "none"}))
+    choices = choose_from_data(records, base, cfg.align, cfg.sobel_ksize)
+    print(describe(choices), flush=True)
+    update: dict = {"align": choices.align.value}
+    if choices.sobel_ksize is not None:
+        update["sobel_ksize"] = choices.sobel_ksize.value
+    return cfg.model_copy(update=update), choices
 
 
 def _train(
-    cfg: TrainConfig, out: Path, kind: str, epochs_source: str, progress: bool
+    cfg: TrainConfig, out: Path, kind: str, epochs_source: str, progress: bool,
+    choices: AutoChoices | None = None,
 ) -> Path:
     """`train` with the epochs resolved, inside its determinism settings."""
     assert cfg.epochs is not None  # resolve_epochs filled it in
@@ -215,6 +234,7 @@ def _train(
             torch_version=torch.__version__,
         )
     info.config = cfg  # epochs may have been raised for a resume
+    info.auto_choices = choices
     info.epochs_source = epochs_source
     info.n_train, info.n_validation = len(train_records), len(val_records)
     write_json(out / RUN_FILE, info)

@@ -1,0 +1,112 @@
+"""Choices made from the good training images (trainer/choices.py): alignment and Sobel
+aperture, recorded in run.json; flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.geometry import fit_background_plane, foreground_mask
+from edge.pose import pose_auto
+from edge.preprocess import PreprocessConfig
+from edge.synthetic import SceneGenerator, SyntheticScene, write_dataset
+from trainer.choices import choose_align, choose_from_data, choose_sobel
+from trainer.train import preprocess_config_for, resolve_choices
+
+
+def _scenes(category: str, n: int = 8, size: int = 128, seed: int = 0) -> list[SyntheticScene]:
+    gen = SceneGenerator(category, size, seed=seed)
+    return [gen.sample("good") for _ in range(n)]
+
+
+def _fixtured(scene: SyntheticScene) -> SyntheticScene:
+    """The part put into its canonical pose: what a fixture would have shown the camera."""
+    plane = fit_background_plane(scene.xyz)
+    pose = pose_auto(scene.xyz, foreground_mask(scene.xyz, plane=plane), plane, scene.rgb)
+    return SyntheticScene(pose.warp(scene.rgb), pose.warp(scene.xyz, nearest=True),
+                          scene.mask, "good")
+
+
+@pytest.mark.parametrize("category", ["block", "hexagon", "disc"])
+def test_parts_that_move_are_aligned_and_fixtured_ones_are_not(category):
+    scenes = _scenes(category)
+    loose = choose_align(scenes)
+    assert loose.value == "auto" and loose.source == "data"
+    fixed = choose_align([_fixtured(s) for s in scenes])
+    assert fixed.value == "none", fixed
+    assert fixed.angle_spread_deg < 3 and fixed.centroid_spread < 0.015
+
+
+def test_outline_symmetry_is_recorded():
+    assert choose_align(_scenes("block", 4)).symmetry_orders == {"4": 4}
+    assert choose_align(_scenes("hexagon", 4)).symmetry_orders == {"6": 4}
+
+
+def test_sobel_aperture_follows_the_flat_surface_noise():
+    """The two parts whose best aperture was measured by training (docs/offline-teachers.md):
+    the low, flat puck needs 3 taps, the bracket 5."""
+    base = PreprocessConfig(image_size=128, align="auto", pipeline="working")
+    puck = choose_sobel(_scenes("puck"), base)
+    bracket = choose_sobel(_scenes("bracket"), base)
+    assert (puck.value, bracket.value) == (3, 5), (puck, bracket)
+    # the measurement behind it: tilt grows with the aperture, the puck's faster
+    for c in (puck, bracket):
+        t = c.flat_tilt_deg
+        assert t["3"] < t["5"] < t["7"]
+    assert puck.flat_tilt_deg["5"] > bracket.flat_tilt_deg["5"]
+
+
+def test_flags_are_kept(tmp_path):
+    write_dataset(tmp_path, ("block",), 64, n_train=4, n_validation=0, n_test_good=0,
+                  n_test_per_defect=0, seed=1, progress=False)  # fmt: skip
+    from edge.dataset_io import list_samples
+
+    records = list_samples(tmp_path, "block", "train")
+    base = PreprocessConfig(image_size=64, pipeline="working")
+    given = choose_from_data(records, base, align="none", sobel_ksize=7)
+    assert (given.align.value, given.align.source) == ("none", "flag")
+    assert (given.sobel_ksize.value, given.sobel_ksize.source) == (7, "flag")
+    chosen = choose_from_data(records, base, align=None, sobel_ksize=None)
+    assert chosen.align.source == chosen.sobel_ksize.source == "data"
+    assert chosen.align.value == "auto" and chosen.images == 4
+
+
+def _cli_config(*flags: str):
+    from edge.cli import build_parser
+    from trainer.cli import train_config_from_args
+
+    argv = ["train", "--data-root", "D", "--category", "C", "--out", "R", *flags]
+    return train_config_from_args(build_parser(argv).parse_args(argv))
+
+
+def test_offline_train_without_flags_is_the_offline_recipe():
+    """`trd-edge train --teacher-weights offline` with no expert flags is the measured recipe
+    (docs/any-shape.md), alignment and aperture left to the data; flags still win; other
+    teachers keep the old defaults."""
+    cfg = _cli_config("--teacher-weights", "offline")
+    assert (cfg.backbone, cfg.image_size, cfg.batch_size, cfg.epochs) == ("resnet18", 128, 8, 20)
+    assert cfg.choose_from_data and cfg.align is None and cfg.sobel_ksize is None
+    cfg = _cli_config("--teacher-weights", "offline", "--align", "none", "--sobel-ksize", "5",
+                      "--image-size", "96")
+    assert (cfg.align, cfg.sobel_ksize, cfg.image_size) == ("none", 5, 96)
+    cfg = _cli_config()
+    assert (cfg.backbone, cfg.image_size, cfg.batch_size, cfg.epochs) == (
+        "wide_resnet50_2", 256, 16, None)
+    assert not cfg.choose_from_data
+
+
+def test_choices_are_printed_and_resolved(tmp_path: Path, capsys):
+    write_dataset(tmp_path, ("disc",), 64, n_train=3, n_validation=0, n_test_good=0,
+                  n_test_per_defect=0, seed=2, progress=False)  # fmt: skip
+    cfg = _cli_config("--teacher-weights", "offline", "--image-size", "64").model_copy(
+        update={"data_root": str(tmp_path), "category": "disc"})
+    resolved, choices = resolve_choices(cfg)
+    out = capsys.readouterr().out
+    assert "chosen from 3 good training images: align auto" in out and "Sobel aperture" in out
+    assert resolved.align == choices.align.value == "auto"
+    assert resolved.sobel_ksize == choices.sobel_ksize.value
+    assert preprocess_config_for(resolved).sobel_ksize == choices.sobel_ksize.value
+    # without choose_from_data nothing is chosen: the old defaults
+    plain, none = resolve_choices(cfg.model_copy(update={"choose_from_data": False}))
+    assert none is None and plain.align == "none" and plain.sobel_ksize is None

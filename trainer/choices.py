@@ -1,0 +1,173 @@
+"""Choices that make themselves: the Sobel aperture and the pose alignment, from the good
+training images (issue 13). Torch-free; `trainer.train` calls `choose_from_data` for settings
+the user left open and records the result in run.json (``auto_choices``).
+
+**Alignment.** A part in a fixture sits at one place and angle; a part on a conveyor moves and
+turns. `edge.pose.pose_auto` on the good training images gives each one's centroid and angle:
+when the centroids stay within ``FIXTURE_SHIFT`` of the frame and the angles within
+``FIXTURE_TURN``, the part is fixtured and is not aligned ("none": nothing is warped, so nothing
+can get worse); otherwise every part is brought to its canonical pose ("auto", any shape). The
+outline's symmetry order per image is recorded too (what "auto" will do with the part).
+
+**Sobel aperture.** The 3D image is Sobel surface normals of the min–max normalised height
+(§9.4). A larger aperture averages more depth noise but has a larger gain (8 / 128 / 1920 per
+unit slope for 3 / 5 / 7 taps), so on a part whose height range is small relative to the sensor
+noise the normals of its flat top saturate with noise and a bump no longer shows
+(docs/offline-teachers.md: the synthetic puck 0.81 → 1.00 with 3 taps, the bracket 0.84 → 0.55).
+We measure that directly: the median tilt of the normals on the part's interior (mostly flat top,
+the rim eroded away) for each aperture, and keep the largest aperture whose tilt stays at most
+``MAX_FLAT_TILT_DEG``. Measured at 128 px: puck 5 taps 41°, bracket 5 taps 27°, 7 taps ≥ 80° on
+every part, 3 taps ≤ 8° (docs/any-shape.md); the threshold sits between the two parts we know.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, Field
+
+from edge.dataset_io import SampleRecord, load_raw
+from edge.geometry import fit_background_plane, foreground_mask
+from edge.pose import outline_harmonics, pose_auto, symmetry_order
+from edge.preprocess import PreprocessConfig, preprocess
+
+APERTURES = (3, 5, 7)
+MAX_FLAT_TILT_DEG = 33.0  # median interior normal tilt an aperture may reach (noise, not shape)
+FIXTURE_SHIFT = 0.015  # centroid spread (std, fraction of the frame side) of a fixtured part
+FIXTURE_TURN = 3.0  # angle spread (deg) of a fixtured part
+MAX_IMAGES = 16  # good training images looked at (evenly spread over the split)
+
+
+class AlignChoice(BaseModel):
+    """How the alignment was chosen."""
+
+    value: str
+    source: str = Field(description="'flag' (given by the user) or 'data' (chosen here)")
+    centroid_spread: float | None = Field(None, description="std of centroids / frame side")
+    angle_spread_deg: float | None = Field(None, description="circular std of pose angles")
+    symmetry_orders: dict[str, int] = Field(
+        default_factory=dict, description="outline symmetry order → images (0 = round)"
+    )
+
+
+class SobelChoice(BaseModel):
+    """How the Sobel aperture was chosen."""
+
+    value: int
+    source: str = Field(description="'flag' or 'data'")
+    flat_tilt_deg: dict[str, float] = Field(
+        default_factory=dict, description="aperture → median interior normal tilt (deg)"
+    )
+
+
+class AutoChoices(BaseModel):
+    """run.json ``auto_choices``: what was chosen from the good training images, and why."""
+
+    align: AlignChoice
+    sobel_ksize: SobelChoice | None = None  # None for the depth modality
+    images: int = 0
+
+
+def _spread(records: Sequence[SampleRecord], n: int) -> list[SampleRecord]:
+    if len(records) <= n:
+        return list(records)
+    idx = np.linspace(0, len(records) - 1, n).round().astype(int)
+    return [records[i] for i in idx]
+
+
+def choose_align(raws: list) -> AlignChoice:
+    """'none' for a fixtured part, 'auto' for one that moves or turns (module docstring)."""
+    centres, angles, orders = [], [], {}
+    side = 1.0
+    for raw in raws:
+        xyz = raw.xyz
+        side = float(max(xyz.shape[:2]))
+        plane = fit_background_plane(xyz)
+        fg = foreground_mask(xyz, plane=plane)
+        pose = pose_auto(xyz, fg, plane, raw.rgb)
+        if pose is None:
+            continue
+        centres.append(pose.centre)
+        angles.append(math.radians(pose.angle_deg))
+        ys, xs = np.nonzero(fg)
+        order = symmetry_order(outline_harmonics(fg, float(xs.mean()), float(ys.mean())))
+        orders[str(order)] = orders.get(str(order), 0) + 1
+    if len(centres) < 2:
+        return AlignChoice(value="none", source="data", symmetry_orders=orders)
+    c = np.asarray(centres) / side
+    shift = float(np.sqrt(c.var(axis=0).sum()))
+    resultant = abs(np.mean(np.exp(1j * np.asarray(angles))))
+    turn = math.degrees(math.sqrt(max(-2.0 * math.log(max(resultant, 1e-12)), 0.0)))
+    fixtured = shift <= FIXTURE_SHIFT and turn <= FIXTURE_TURN
+    return AlignChoice(
+        value="none" if fixtured else "auto", source="data", centroid_spread=round(shift, 4),
+        angle_spread_deg=round(turn, 2), symmetry_orders=orders,
+    )
+
+
+def flat_tilt(raws: list, cfg: PreprocessConfig) -> float:
+    """Median (over images) of the median normal tilt (deg) on each part's interior."""
+    meds = []
+    for raw in raws:
+        p = preprocess(raw.rgb, raw.xyz, cfg)
+        inner = cv2.erode(p.foreground.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        if inner.sum() < 10:
+            continue
+        nz = 2.0 * p.x3d_vis[2][inner] - 1.0
+        meds.append(float(np.median(np.degrees(np.arccos(np.clip(nz, -1.0, 1.0))))))
+    return float(np.median(meds)) if meds else 0.0
+
+
+def choose_sobel(raws: list, base: PreprocessConfig) -> SobelChoice:
+    """The largest aperture whose flat-surface normal tilt stays ≤ ``MAX_FLAT_TILT_DEG``."""
+    tilts = {k: flat_tilt(raws, base.model_copy(update={"sobel_ksize": k})) for k in APERTURES}
+    ok = [k for k in APERTURES if tilts[k] <= MAX_FLAT_TILT_DEG]
+    return SobelChoice(
+        value=max(ok) if ok else APERTURES[0], source="data",
+        flat_tilt_deg={str(k): round(v, 1) for k, v in tilts.items()},
+    )
+
+
+def choose_from_data(
+    records: Sequence[SampleRecord],
+    base: PreprocessConfig,
+    align: str | None,
+    sobel_ksize: int | None,
+) -> AutoChoices:
+    """Fill in the alignment and Sobel aperture left open (None) from the good training
+    ``records``; given values are kept (``source="flag"``). ``base`` is the run's other
+    preprocessing settings."""
+    sample = [r for r in _spread(records, MAX_IMAGES) if r.kind != "eyecandies"]
+    raws = [load_raw(r) for r in sample]
+    if align is None:
+        a = choose_align(raws) if raws else AlignChoice(value="none", source="data")
+    else:
+        a = AlignChoice(value=align, source="flag")
+    s = None
+    if base.modality == "normal":
+        if sobel_ksize is None and raws:
+            s = choose_sobel(raws, base.model_copy(update={"align": a.value}))
+        else:
+            s = SobelChoice(value=sobel_ksize or base.sobel_ksize, source="flag")
+    return AutoChoices(align=a, sobel_ksize=s, images=len(raws))
+
+
+def describe(choices: AutoChoices) -> str:
+    """One line for the console: what was chosen and from what."""
+    a = choices.align
+    parts = [f"align {a.value} ({a.source}"]
+    if a.source == "data" and a.angle_spread_deg is not None:
+        parts[-1] += (f": centroids spread {a.centroid_spread:.3f} of the frame, angles "
+                      f"{a.angle_spread_deg:.0f}°, outline symmetry orders {a.symmetry_orders}")
+    parts[-1] += ")"
+    if choices.sobel_ksize is not None:
+        s = choices.sobel_ksize
+        extra = ""
+        if s.source == "data":
+            tilts = ", ".join(f"{k}: {v:.0f}°" for k, v in s.flat_tilt_deg.items())
+            extra = f": flat-surface normal tilt {tilts}; limit {MAX_FLAT_TILT_DEG:.0f}°"
+        parts.append(f"Sobel aperture {s.value} ({s.source}{extra})")
+    return f"chosen from {choices.images} good training images: " + "; ".join(parts)
