@@ -27,8 +27,10 @@ __all__ = [
     "CURVES_RECIPE",
     "DENT_DIAMETER_MM",
     "TARGET_AUROC",
+    "POOL_REL",
     "DetectionCurve",
     "Sensitivity",
+    "pooled",
     "sensitivity_for",
     "smallest_detectable_dent",
 ]
@@ -74,12 +76,43 @@ class DetectionCurve:
 # noise. Update both together when the curves are re-measured.
 CURVES: tuple[DetectionCurve, ...] = (
     DetectionCurve("ideal camera 0.55 m (0.15 mm Gaussian)", 0.15,
-                   ((1, 0.62), (2, 0.81), (3, 0.92), (4, 0.96), (5, 0.98))),
+                   ((1, 0.625), (2, 0.8075), (3, 0.92), (4, 0.9575), (5, 0.9825))),
+    DetectionCurve("D405 0.2 m, 1 frame", 0.27,
+                   ((1, 0.51), (2, 0.7475), (3, 0.8575), (4, 0.91), (5, 0.9475))),
+    DetectionCurve("D435 0.55 m, 16 frames averaged", 0.28,
+                   ((1, 0.5775), (2, 0.7175), (3, 0.845), (4, 0.925), (5, 0.96))),
     DetectionCurve("D435 0.55 m, 8 frames averaged", 0.40,
-                   ((1, 0.58), (2, 0.72), (3, 0.85), (4, 0.92), (5, 0.96))),
+                   ((1, 0.585), (2, 0.7175), (3, 0.8475), (4, 0.9225), (5, 0.955))),
     DetectionCurve("D435 0.55 m, 1 frame", 1.12,
-                   ((1, 0.52), (2, 0.53), (3, 0.54), (4, 0.57), (5, 0.59))),
+                   ((1, 0.5225), (2, 0.53), (3, 0.5375), (4, 0.5675), (5, 0.595))),
 )
+# Curves whose noise differs by less than this (relative) measure the same noise level: they
+# are averaged depth by depth before the lookup (one seed each; 1/400 AUROC steps).
+POOL_REL = 0.10
+
+
+def pooled(curves: tuple[DetectionCurve, ...]) -> list[DetectionCurve]:
+    """``curves`` ordered by noise, with neighbours within `POOL_REL` of each other averaged."""
+    ordered = sorted(curves, key=lambda c: c.noise_rms_mm)
+    groups: list[list[DetectionCurve]] = []
+    for c in ordered:
+        if groups and c.noise_rms_mm <= groups[-1][0].noise_rms_mm * (1 + POOL_REL):
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    out = []
+    for g in groups:
+        if len(g) == 1:
+            out.append(g[0])
+            continue
+        depths = [d for d, _ in g[0].auroc_by_depth_mm]
+        if any([d for d, _ in c.auroc_by_depth_mm] != depths for c in g):
+            raise ValueError("pooled curves must be measured at the same dent depths")
+        mean = tuple((d, sum(c.auroc_by_depth_mm[i][1] for c in g) / len(g))
+                     for i, d in enumerate(depths))
+        out.append(DetectionCurve(" + ".join(c.station for c in g),
+                                  sum(c.noise_rms_mm for c in g) / len(g), mean))
+    return out
 
 
 class Sensitivity(BaseModel):
@@ -149,13 +182,14 @@ def smallest_detectable_dent(
 
     Between two measured noise levels the depth is interpolated linearly in log(noise);
     below the quietest curve that curve's value is returned (never a claim beyond what was
-    measured), above the noisiest its value (None when it saw nothing). A running maximum over
-    noise keeps the lookup monotone. Returns ``(depth_mm, basis)``.
+    measured), above the noisiest its value (None when it saw nothing). Curves of nearly the
+    same noise are averaged first (`pooled`), then a running maximum over noise keeps the
+    lookup monotone. Returns ``(depth_mm, basis)``.
     """
     if not noise_rms_m > 0 or not math.isfinite(noise_rms_m):
         raise ValueError(f"noise RMS must be a positive number of metres, got {noise_rms_m}")
     noise = noise_rms_m * 1e3
-    ordered = sorted(curves, key=lambda c: c.noise_rms_mm)
+    ordered = pooled(curves)
     depths: list[float | None] = []
     worst: float | None = 0.0
     for c in ordered:  # monotone: a noisier curve never sees a smaller dent than a quieter one

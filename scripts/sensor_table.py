@@ -38,7 +38,9 @@ def _station(text: str) -> tuple[str, float, int]:
 
 
 def _data(out: Path, sensor: str, distance: float, average: int, args, depth: float | None):
-    tag = f"{sensor}-{distance:g}-x{average}-{args.data_size}-s{args.seed}"
+    tag = f"{sensor}-{distance:g}-x{average}-{args.data_size}-s{args.seed}" + (
+        f"-n{args.n_train}" if args.n_train != 60 and depth is None else "")
+    # (a dent set has no training split, and a seed's test scenes do not depend on n_train)
     root = out / (f"data-{tag}" if depth is None else f"data-{tag}-dent{depth:g}")
     if not root.is_dir():
         write_dataset(
@@ -80,7 +82,7 @@ def main() -> None:
         for cat in a.categories:
             sm = f"-sm{a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""
             run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-"
-                           f"{a.modality}{sm}")
+                           f"{a.modality}{sm}-e{a.epochs}-n{a.n_train}")
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality=a.modality, backbone="resnet18",
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,

@@ -16,6 +16,7 @@ from calibration.cli import calibrate
 from calibration.sensitivity import (
     CURVES,
     DetectionCurve,
+    pooled,
     sensitivity_for,
     smallest_detectable_dent,
 )
@@ -36,8 +37,21 @@ def test_a_curve_crosses_the_target_where_it_stays_above_it() -> None:
     assert c.smallest_depth_mm(0.5) == 1
 
 
+def test_curves_of_the_same_noise_are_averaged_before_the_lookup() -> None:
+    a = DetectionCurve("a", 0.30, ((1, 0.5), (2, 0.90), (3, 1.0)))
+    b = DetectionCurve("b", 0.32, ((1, 0.7), (2, 1.00), (3, 1.0)))
+    c = DetectionCurve("c", 0.60, ((1, 0.5), (2, 0.60), (3, 0.97)))
+    p = pooled((c, b, a))
+    assert [x.station for x in p] == ["a + b", "c"]
+    assert p[0].noise_rms_mm == pytest.approx(0.31)
+    assert p[0].auroc_by_depth_mm[1] == (2, pytest.approx(0.95))
+    # one curve just short of the target does not make every noisier level blind
+    d, _ = smallest_detectable_dent(0.31e-3, curves=(a, b, c))
+    assert d == pytest.approx(2.0)
+
+
 def test_the_lookup_reproduces_the_measured_curves_and_is_monotone() -> None:
-    for c in CURVES:
+    for c in pooled(CURVES):
         own = c.smallest_depth_mm()
         got = _depth(c.noise_rms_mm)
         # at a measured noise the curve's own crossing, unless a quieter curve needed more
