@@ -71,6 +71,22 @@ class Pose:
     matrix: np.ndarray  # 2×3 affine: camera pixel → aligned pixel (same H×W canvas)
     size: tuple[int, int]  # (H, W) of the frame and of the aligned canvas
 
+    def turned(self, degrees: float) -> Pose:
+        """This pose followed by a turn of the aligned frame about its centre (counter-clockwise
+        on screen, like ``angle_deg``): training's rotation augmentation (`trainer.augment`)."""
+        h, w = self.size
+        extra = np.vstack([cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0),
+                           [0, 0, 1]])
+        matrix = (extra @ np.vstack([self.matrix, [0, 0, 1]]))[:2]
+        return Pose(self.centre, self.angle_deg + degrees, matrix, self.size)
+
+    @classmethod
+    def identity(cls, size: tuple[int, int]) -> Pose:
+        """No turn, no shift: the camera frame itself (a part left where it lies)."""
+        h, w = size
+        eye = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        return cls(((w - 1) / 2, (h - 1) / 2), 0.0, eye, (h, w))
+
     def warp(self, img: np.ndarray, nearest: bool = False) -> np.ndarray:
         """Warp a camera-frame image (H×W[×C]) into the aligned frame."""
         h, w = self.size

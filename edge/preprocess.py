@@ -350,14 +350,17 @@ def preprocess(
     xyz_f32_hwc: np.ndarray,
     cfg: PreprocessConfig,
     framed: bool = False,
+    turn_deg: float = 0.0,
 ) -> PreparedSample:
     """Turn an RGB image and its organised point cloud into the model inputs.
 
     ``rgb_u8_hwc``: uint8 H×W×3 RGB. ``xyz_f32_hwc``: float H×W×3 in metres, ``(0,0,0)`` = no
     return, same H×W as the RGB image. ``framed``: the inputs already are ``cfg``'s working grid
     over its ROI (a camera source registered depth there, `edge.registration`), so the ROI is
-    not cut again. Raises ``ValueError`` on wrong shapes/dtypes, a size mismatch, or a cloud
-    without any valid point.
+    not cut again. ``turn_deg``: training's rotation augmentation only (`trainer.augment`):
+    after the alignment the part is turned by this much more, RGB and heights together, and the
+    normals are computed from the turned heights; a station never passes it. Raises
+    ``ValueError`` on wrong shapes/dtypes, a size mismatch, or a cloud without any valid point.
     """
     rgb = _check_rgb(rgb_u8_hwc)
     xyz = check_xyz(xyz_f32_hwc)
@@ -367,7 +370,7 @@ def preprocess(
             "organised at the RGB resolution (align depth to colour first)"
         )
     if cfg.pipeline == "working":
-        return _preprocess_working(rgb, xyz, cfg, framed)
+        return _preprocess_working(rgb, xyz, cfg, framed, turn_deg)
     if framed:
         raise ValueError(
             "this bundle preprocesses with the reference pipeline (full-resolution normals); "
@@ -377,8 +380,10 @@ def preprocess(
     if cfg.align != "none":
         pose = estimate_pose(xyz, cfg.plane_distance, cfg.closing_iterations,
                              method=cfg.align, rgb=rgb)
-        if pose is not None:
-            rgb, xyz = pose.warp(rgb), pose.warp(xyz, nearest=True)
+    if turn_deg:
+        pose = (pose or Pose.identity(xyz.shape[:2])).turned(turn_deg)
+    if pose is not None:
+        rgb, xyz = pose.warp(rgb), pose.warp(xyz, nearest=True)
     if cfg.modality == "depth":
         vis, fg = _depth_image(xyz, cfg)
     else:
@@ -403,7 +408,7 @@ def roi_pixels(cfg: PreprocessConfig, height: int, width: int) -> tuple[int, int
 
 
 def _preprocess_working(
-    rgb: np.ndarray, xyz: np.ndarray, cfg: PreprocessConfig, framed: bool
+    rgb: np.ndarray, xyz: np.ndarray, cfg: PreprocessConfig, framed: bool, turn_deg: float = 0.0
 ) -> PreparedSample:
     """The 'working' pipeline: ROI → working grid → one plane fit and one mask, reused by the
     pose, the 3D image and the foreground; per-pixel work is on the grid only."""
@@ -434,9 +439,11 @@ def _preprocess_working(
     if cfg.align != "none":
         pose = (pose_auto(xyz, fg, plane, rgb) if cfg.align == "auto"
                 else pose_from_mask(xyz, fg, plane))
-        if pose is not None:  # (the plane and mask need no refit: a pixel warp keeps xyz)
-            rgb, z = pose.warp(rgb), pose.warp(z, nearest=True)
-            fg = pose.warp(fg.view(np.uint8), nearest=True) > 0
+    if turn_deg:
+        pose = (pose or Pose.identity(xyz.shape[:2])).turned(turn_deg)
+    if pose is not None:  # (the plane and mask need no refit: a pixel warp keeps xyz)
+        rgb, z = pose.warp(rgb), pose.warp(z, nearest=True)
+        fg = pose.warp(fg.view(np.uint8), nearest=True) > 0
     z = _smoothed(z * fg, cfg)
     if cfg.modality == "depth":
         depth = _minmax_foreground(z)

@@ -83,3 +83,45 @@ def test_eyecandies_refuses_rot90(tmp_path):
     )
     with pytest.raises(ValueError, match="--augment none"):
         RGBDDataset([rec], PreprocessConfig(image_size=64), augment="rot90")
+
+
+def test_continuous_turn_turns_the_normals_with_the_part():
+    """``rotate``: after a 30° turn the normals are those of the turned part, whose x/y
+    directions turned with it (computed from the turned heights), not the old normals moved.
+    The puck's groove has slopes in every direction."""
+    import math
+
+    from edge.pose import Pose
+
+    scene = SceneGenerator("puck", image_size=128, seed=1).sample()
+    cfg = PreprocessConfig(image_size=128, pipeline="working", sobel_ksize=3)
+    ref = preprocess(scene.rgb, scene.xyz, cfg)
+    got = preprocess(scene.rgb, scene.xyz, cfg, turn_deg=30.0)
+    assert got.pose is not None and got.pose.angle_deg == 30.0
+    turn = Pose.identity((128, 128)).turned(30.0)
+    moved = np.stack([turn.warp(np.ascontiguousarray(c)) for c in ref.x3d_vis])
+    a = math.radians(30.0)
+    # OpenCV's counter-clockwise turn in y-down pixels: (x, y) → (x cos + y sin, −x sin + y cos)
+    vx, vy = moved[0] - 0.5, moved[1] - 0.5
+    turned = np.stack([math.cos(a) * vx + math.sin(a) * vy, -math.sin(a) * vx + math.cos(a) * vy])
+    inside = _interior(got.foreground, 4) & (np.hypot(vx, vy) > 0.1)  # sloped pixels
+    assert inside.sum() > 50
+    err_turned = np.median(np.abs(got.x3d_vis[:2, inside] - 0.5 - turned[:, inside]))
+    err_moved = np.median(np.abs(got.x3d_vis[:2, inside] - 0.5 - np.stack([vx, vy])[:, inside]))
+    assert err_turned < 0.5 * err_moved, (err_turned, err_moved)
+
+
+def test_dataset_rotate_is_reproducible_and_moves_the_mask(tmp_path):
+    from edge.synthetic import write_dataset
+
+    write_dataset(tmp_path, ("block",), 64, n_train=0, n_validation=0, n_test_good=0,
+                  n_test_per_defect=1, seed=3, progress=False)  # fmt: skip
+    records = [r for r in list_samples(tmp_path, "block", "test") if r.label]
+    cfg = PreprocessConfig(image_size=64, pipeline="working", align="auto")
+    plain = RGBDDataset(records, cfg)[0]
+    a = [RGBDDataset(records, cfg, augment="rotate", seed=5)[0] for _ in range(2)]
+    b = RGBDDataset(records, cfg, augment="rotate", seed=6)[0]
+    assert np.array_equal(a[0]["x3d"].numpy(), a[1]["x3d"].numpy())
+    assert not np.array_equal(a[0]["x3d"].numpy(), b["x3d"].numpy())
+    assert not np.array_equal(a[0]["mask"].numpy(), plain["mask"].numpy())  # the mask turned
+    assert abs(a[0]["mask"].sum() - plain["mask"].sum()) < 0.2 * plain["mask"].sum()

@@ -114,16 +114,17 @@ def test_aligned_preprocessing_is_recorded_and_optional():
         PreprocessConfig(image_size=64, align="sideways")
 
 
-def test_station_maps_of_an_aligned_bundle_are_in_the_camera_frame(tmp_path):
+@pytest.mark.parametrize("category, align", [("bracket", "principal-axis"), ("block", "auto")])
+def test_station_maps_of_an_aligned_bundle_are_in_the_camera_frame(tmp_path, category, align):
     """The toy model is pixel-wise (no spatial mixing), so turning the part, running it and
     turning the maps back must give the maps of the same model without alignment: heatmaps,
     regions and scores of an aligned bundle land on the camera image where the part is."""
     s = 64
     plain_b = load_bundle(write_toy_bundle(tmp_path / "plain", size=s, fp16=False))
     aligned_b = load_bundle(
-        write_toy_bundle(tmp_path / "aligned", size=s, fp16=False, align="principal-axis")
+        write_toy_bundle(tmp_path / "aligned", size=s, fp16=False, align=align)
     )
-    scene = SceneGenerator("bracket", image_size=128, seed=5).sample("good")
+    scene = SceneGenerator(category, image_size=128, seed=5).sample("good")
     frame = Frame(rgb=scene.rgb, xyz=scene.xyz, frame_number=0)
 
     def inspect(bundle, threshold):
@@ -133,7 +134,8 @@ def test_station_maps_of_an_aligned_bundle_are_in_the_camera_frame(tmp_path):
     p = inspect(plain_b, 0.0).fused
     thr = float(np.quantile(p, 0.98))  # a few percent of the map: small regions at the peaks
     ins = {"plain": inspect(plain_b, thr), "aligned": inspect(aligned_b, thr)}
-    assert abs(estimate_pose(scene.xyz).angle_deg) > 10  # the part really was turned
+    # the part really was turned
+    assert abs(estimate_pose(scene.xyz, method=align, rgb=scene.rgb).angle_deg) > 10
     a = ins["aligned"].fused
     inner = np.zeros_like(a, bool)
     inner[8:-8, 8:-8] = True  # the frame's border is replicated in the aligned view

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge.dataset_io import SampleRecord, load_raw
 from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
-from trainer.augment import Augment, quarter_turns, rotate_raw
+from trainer.augment import Augment, continuous_turn, quarter_turns, rotate_raw
 
 __all__ = ["RGBDDataset", "make_loader"]
 
@@ -24,7 +24,8 @@ class RGBDDataset(Dataset):
     ``label`` int, ``defect_type`` str, ``name`` str.
 
     ``augment="rot90"`` turns each sample by a random multiple of 90° (RGB and cloud together,
-    `trainer.augment`), drawn from a generator seeded with ``seed``.
+    `trainer.augment`), ``"rotate"`` by a random ±15° after the alignment; both drawn from a
+    generator seeded with ``seed``.
     """
 
     def __init__(
@@ -38,9 +39,9 @@ class RGBDDataset(Dataset):
         self.cfg = cfg
         self.augment = augment
         self._rng = np.random.default_rng(seed)
-        if augment == "rot90" and any(r.kind == "eyecandies" for r in self.records):
+        if augment != "none" and any(r.kind == "eyecandies" for r in self.records):
             raise ValueError(
-                "--augment rot90 needs point clouds to recompute the normals of a turned part; "
+                f"--augment {augment} needs point clouds to recompute the normals of a turned part; "
                 "preprocessed Eyecandies ships normal images only: use --augment none"
             )
         if cfg.modality == "depth" and any(r.kind == "eyecandies" for r in self.records):
@@ -65,11 +66,14 @@ class RGBDDataset(Dataset):
             prepared = preprocess_normals_png(raw.rgb, raw.normals, self.cfg)
         else:
             rgb, xyz = raw.rgb, raw.xyz
+            turn = 0.0
             if self.augment == "rot90":
                 k = quarter_turns(self._rng, rgb.shape)
                 rgb, xyz = rotate_raw(rgb, xyz, k)
+            elif self.augment == "rotate":
+                turn = continuous_turn(self._rng)
             try:
-                prepared = preprocess(rgb, xyz, self.cfg)
+                prepared = preprocess(rgb, xyz, self.cfg, turn_deg=turn)
             except ValueError as exc:  # name the file: preprocessing errors do not know it
                 raise ValueError(f"{record.geom_path}: {exc}") from exc
         size = self.cfg.image_size
