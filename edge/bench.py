@@ -72,9 +72,11 @@ BACKEND_SPECS = (
     "onnxruntime",
     "onnxruntime-fp16",
     "onnxruntime-fp32",
+    "onnxruntime-int8",
     "tensorrt",
     "tensorrt-fp16",
     "tensorrt-fp32",
+    "tensorrt-int8",
 )
 # Dense datasheet peaks (TFLOPS) by GPU name fragment: fp16 = tensor cores, fp32 = CUDA cores.
 # NVIDIA H100 datasheet (SXM5: 989 FP16 dense / 67 FP32; PCIe: 756 / 51); H200 = H100 SXM.
@@ -94,7 +96,9 @@ def parse_backend_spec(spec: str) -> tuple[str, dict[str, Any]]:
     text = spec.strip().lower()
     head, _, device = text.partition(":")
     name, _, precision = head.partition("-")
-    if name not in ("auto", "onnxruntime", "tensorrt") or precision not in ("", "fp16", "fp32"):
+    if name not in ("auto", "onnxruntime", "tensorrt") or precision not in (
+        "", "fp16", "fp32", "int8"
+    ):
         raise ValueError(
             f"unknown backend {spec!r}; use one of {', '.join(BACKEND_SPECS)} "
             "(optionally :cpu|:cuda|:tensorrt for onnxruntime's device)"

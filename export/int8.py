@@ -67,6 +67,9 @@ class GraphRecipe:
     # convolutions (no FP32 round trips): QLinearAdd on onnxruntime, INT8 kernels on TensorRT.
     op_types: tuple[str, ...]
     runtime: str
+    # onnxruntime's QLinearConv takes an int32 bias; TensorRT's parser reads an INT32
+    # DequantizeLinear as INT8 ("will use INT8 instead"), so its graph keeps FP32 biases.
+    quantize_bias: bool = True
 
     @property
     def symmetric(self) -> bool:
@@ -82,7 +85,8 @@ class GraphRecipe:
                 else "uint8, asymmetric, per tensor"
             ),
             weights="int8, symmetric, per output channel"
-            + (", 7-bit range (reduce_range)" if self.reduce_range else ""),
+            + (", 7-bit range (reduce_range)" if self.reduce_range else "")
+            + ("" if self.quantize_bias else "; FP32 biases"),
             op_types=list(self.op_types),
         )
 
@@ -94,7 +98,7 @@ RECIPES: dict[str, GraphRecipe] = {
     ),
     MODEL_INT8_TRT: GraphRecipe(
         "model.int8.trt.onnx", "s8", False, ("Conv", "ConvTranspose", "Add", "Relu", "MaxPool"),
-        "TensorRT explicit quantisation (strongly typed)",
+        "TensorRT explicit quantisation (strongly typed)", quantize_bias=False,
     ),
 }
 INT8_FILE = RECIPES[MODEL_INT8].file
@@ -330,7 +334,11 @@ def quantize_int8(
             weight_type=QuantType.QInt8,
             nodes_to_exclude=[n for names in excluded.values() for n in names],
             calibrate_method=methods[method],
-            extra_options={"ActivationSymmetric": recipe.symmetric, "WeightSymmetric": True},
+            extra_options={
+                "ActivationSymmetric": recipe.symmetric,
+                "WeightSymmetric": True,
+                "QuantizeBias": recipe.quantize_bias,
+            },
             calibration_cache_path=os.fspath(cache) if cache else None,
         )
         os.replace(tmp_out, out_path)

@@ -1,4 +1,5 @@
-"""``trd-edge export``: a trained run -> a model bundle (manifest + FP32 ONNX [+ FP16 ONNX]).
+"""``trd-edge export``: a trained run -> a model bundle (manifest + FP32 ONNX [+ FP16 ONNX]
+[+ INT8 QDQ ONNX calibrated on good frames, export/int8.py]).
 
 One graph per frame: inputs ``rgb`` and ``x3d`` (1,3,S,S) float32, outputs ``map_rgb`` and
 ``map_3d`` (1,1,S,S) float32 (raw per-modality maps; normalisation, fusion, smoothing and the
@@ -153,20 +154,28 @@ def _prepare_out_dir(out: Path) -> None:
             )
         # Re-export over an old bundle: its engines were built from the old graph.
         shutil.rmtree(out / "engines", ignore_errors=True)
-        for name in FILE_NAMES.values():
+        for name in (*FILE_NAMES.values(), "model.int8.onnx", "model.int8.trt.onnx"):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
 def export_bundle(
-    run_dir: str | Path, out_dir: str | Path, fp16: bool = False, check: bool = True
+    run_dir: str | Path,
+    out_dir: str | Path,
+    fp16: bool = False,
+    check: bool = True,
+    int8_source: str | None = None,
+    int8_frames: int = 64,
+    int8_method: str = "minmax",
 ) -> Path:
     """Export a trained run into a bundle folder and return its path.
 
     Writes ``model.onnx`` (and ``model.fp16.onnx`` if ``fp16``) and ``manifest.json`` with the
     run's preprocessing, validation score statistics and threshold, provenance and metrics.
     With ``check`` the FP32 graph is compared with torch on one frame and the FP16 graph's
-    dtypes are verified; a mismatch raises ``ExportError``.
+    dtypes are verified; a mismatch raises ``ExportError``. ``int8_source`` (good frames: the
+    training set, a folder, a recording, ``synthetic:CATEGORY``) adds the INT8 graphs
+    calibrated on ``int8_frames`` of its frames (`export.int8.add_int8`).
     """
     from trainer.run import load_run
 
@@ -235,19 +244,56 @@ def export_bundle(
         metrics=loaded.metrics,
     )
     atomic_write_text(out / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
-    load_bundle(out)  # round-trip: what we wrote must load and verify
+    bundle = load_bundle(out)  # round-trip: what we wrote must load and verify
+    if int8_source:
+        _add_int8(bundle, int8_source, int8_frames, int8_method)
     return out
 
 
+def _add_int8(bundle, source: str, frames: int, method: str) -> None:
+    from export.int8 import Int8Error, add_int8
+
+    try:
+        add_int8(bundle, source, frames, method)
+    except Int8Error as exc:
+        raise ExportError(str(exc)) from exc
+    load_bundle(bundle.path)
+
+
 def run_export(args) -> int:
-    """Handler of ``trd-edge export --run RUN_DIR --out BUNDLE_DIR [--fp16]``."""
-    out = export_bundle(args.run, args.out, fp16=bool(getattr(args, "fp16", False)))
+    """Handler of ``trd-edge export --run RUN_DIR --out BUNDLE_DIR [--fp16] [--int8
+    --calibration-frames SOURCE [--frames N] [--calibration-method M]]``."""
+    int8 = bool(getattr(args, "int8", False))
+    source = getattr(args, "calibration_frames", None)
+    if int8 and not source:
+        raise ExportError(
+            "--int8 needs --calibration-frames SOURCE: good frames to calibrate on (the "
+            "training data root, a folder of good parts, a recording file:REC.db3, or "
+            "synthetic:CATEGORY)"
+        )
+    if source and not int8:
+        raise ExportError("--calibration-frames is for --int8; add --int8")
+    out = export_bundle(
+        args.run,
+        args.out,
+        fp16=bool(getattr(args, "fp16", False)),
+        int8_source=source if int8 else None,
+        int8_frames=int(getattr(args, "frames", None) or 64),
+        int8_method=getattr(args, "calibration_method", None) or "minmax",
+    )
     bundle = load_bundle(out)
     m = bundle.manifest
     print(f"bundle {out} (model {bundle.model_id}, {m.model.variant})")
     for name, entry in m.files.items():
         print(
             f"  {entry.path:<18} {entry.bytes / 1e6:9.1f} MB  sha256 {entry.sha256[:16]}  ({name})"
+        )
+    if m.quantization is not None:
+        q = m.quantization
+        print(
+            f"  int8: calibrated on {q.calibration_frames} good frames of "
+            f"{q.calibration_source} ({q.calibration_method}); FP32: "
+            + ", ".join(f"{k} ({len(v)} nodes)" for k, v in q.excluded_nodes.items())
         )
     if m.scoring.threshold is None:
         print("  no score statistics/threshold yet: run calibration before going live")
@@ -261,6 +307,28 @@ def add_export_args(parser) -> None:
     parser.add_argument(
         "--fp16", action="store_true", help="also write model.fp16.onnx (FP16 body, FP32 head)"
     )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx (onnxruntime) and model.int8.trt.onnx (TensorRT): "
+        "INT8 QDQ body, FP32 normalisation, head and I/O; needs --calibration-frames",
+    )
+    parser.add_argument(
+        "--calibration-frames",
+        metavar="SOURCE",
+        default=None,
+        help="good frames for --int8: the training data root (its train split), a folder of "
+        "good parts, a recording (file:REC.db3) or synthetic:CATEGORY",
+    )
+    parser.add_argument(
+        "--frames", type=int, default=64, help="calibration frames for --int8 (default 64)"
+    )
+    parser.add_argument(
+        "--calibration-method",
+        choices=["minmax", "entropy", "percentile"],
+        default="minmax",
+        help="onnxruntime calibration method for --int8 (default minmax)",
+    )
 
 
 def export_model_bundle(
@@ -270,12 +338,15 @@ def export_model_bundle(
     backbone: str,
     modality: str = "depth",
     fp16: bool = False,
+    int8_source: str | None = None,
+    int8_frames: int = 16,
     **preprocess,
 ) -> Path:
     """Bundle a model that has no run directory (benchmarks, tests): graphs + a bare manifest.
 
     No score statistics, threshold or provenance: not for a station, only for timing/parity.
     ``preprocess``: more `PreprocessConfig` fields (default: the working pipeline).
+    ``int8_source``: add the INT8 graphs calibrated on that many frames of this source.
     """
     from edge.preprocess import PreprocessConfig
 
@@ -303,4 +374,6 @@ def export_model_bundle(
         provenance=Provenance(dataset="none (untrained model)"),
     )
     atomic_write_text(out / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
+    if int8_source:
+        _add_int8(load_bundle(out), int8_source, int8_frames, "minmax")
     return out

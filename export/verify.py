@@ -1,10 +1,11 @@
 """``trd-edge verify``: do all backends give the same maps, scores and verdicts?
 
 Runs every backend it can on the same preprocessed frames (onnxruntime FP32 - the reference -
-onnxruntime FP16, torch when the run is known, TensorRT when installed with an engine for this
-GPU), scores them with the bundle's statistics (``edge.scoring``) and compares every pair:
+onnxruntime FP16 and INT8 when the bundle has those graphs, torch when the run is known, TensorRT
+when installed with an engine for this GPU), scores them with the bundle's statistics (``edge.scoring``) and compares every pair:
 max / mean |Δ raw map|, max |Δ image score| and the number of flipped verdicts
-(``score > threshold``). It agrees when every pair is within the tolerance for its precision
+(``score > threshold``), split by direction (``a_only``: a flags, b passes) and, on labelled
+frames, the defective frames ``a`` flags that ``b`` passes (``missed_defects``). It agrees when every pair is within the tolerance for its precision
 pair and nothing flips. A TensorRT engine that flips a verdict is refused (renamed
 ``*.plan.refused`` and dropped from the manifest).
 """
@@ -20,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends.base import Backend, BackendError
-from edge.bundle import MODEL_FP16, Bundle, load_bundle, model_inputs
+from edge.bundle import MODEL_FP16, MODEL_INT8, Bundle, load_bundle, model_inputs
 from edge.scoring import ScoreStats, StatsAccumulator, image_scores, score_maps
 
 log = logging.getLogger(__name__)
 
+INT8_TOLERANCE = (0.25, 2.0)
 # Tolerances per precision pair: raw maps (sum of three 1-cos levels, range [0, 6]) and image
 # scores (z-scored with validation std, so "score units" are validation standard deviations).
 # FP32 vs FP32 differs only by float reordering (different kernels); FP16 weights/activations
@@ -33,14 +35,20 @@ TOLERANCES: dict[frozenset[str], tuple[float, float]] = {
     frozenset({"fp32"}): (1e-3, 1e-2),
     frozenset({"fp32", "fp16"}): (2e-2, 0.25),
     frozenset({"fp16"}): (2e-2, 0.25),
+    # INT8 (QDQ body, FP32 head): quantisation noise in the features, measured in docs/int8.md
+    frozenset({"fp32", "int8"}): INT8_TOLERANCE,
+    frozenset({"fp16", "int8"}): INT8_TOLERANCE,
+    frozenset({"int8"}): INT8_TOLERANCE,
 }
 REFERENCE = "onnxruntime-fp32"
 ALL_BACKENDS = (
     "onnxruntime-fp32",
     "onnxruntime-fp16",
+    "onnxruntime-int8",
     "torch-fp32",
     "torch-fp16",
     "tensorrt-fp16",
+    "tensorrt-int8",
 )
 
 
@@ -55,6 +63,10 @@ class PairResult:
     n_frames: int
     tol_map: float
     tol_score: float
+    a_only: int = 0  # frames a flags and b passes
+    b_only: int = 0
+    missed_defects: int | None = None  # labelled defective frames a flags and b passes
+    good_flips: int | None = None  # labelled good frames whose verdict differs
 
     @property
     def agree(self) -> bool:
@@ -72,6 +84,7 @@ class PairResult:
 class Frames:
     samples: list  # edge.preprocess.PreparedSample: each backend takes its own input contract
     source: str
+    labels: list[int | None] | None = None  # 0 good / 1 defective, where the source knows
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -94,12 +107,13 @@ def synthetic_frames(bundle: Bundle, n: int, seed: int = 0) -> Frames:
     if category not in CATEGORIES:
         category = CATEGORIES[0]
     gen = SceneGenerator(category=category, image_size=max(cfg.image_size, 64), seed=seed)
-    samples = []
+    samples, labels = [], []
     for i in range(n):
         defect = "good" if i % 2 == 0 else DEFECT_TYPES[(i // 2) % len(DEFECT_TYPES)]
         scene = gen.sample(defect)
         samples.append(preprocess(scene.rgb, scene.xyz, cfg))
-    return Frames(samples, f"synthetic:{category}:seed{seed}")
+        labels.append(int(defect != "good"))
+    return Frames(samples, f"synthetic:{category}:seed{seed}", labels)
 
 
 def _dataset_records(root: Path, category: str):
@@ -131,7 +145,7 @@ def folder_frames(bundle: Bundle, root: Path, n: int) -> Frames:
             samples.append(preprocess(raw.rgb, raw.xyz, cfg))
         else:
             samples.append(preprocess_normals_png(raw.rgb, raw.normals, cfg))
-    return Frames(samples, f"folder:{root}")
+    return Frames(samples, f"folder:{root}", [int(records[i].label) for i in idx])
 
 
 def recording_frames(bundle: Bundle, path: Path, n: int) -> Frames:
@@ -188,6 +202,10 @@ def make_backend(label: str, bundle: Bundle, run_dir: Path | None) -> Backend:
 
         if precision == "fp16" and not bundle.has_file(MODEL_FP16):
             raise BackendError("bundle has no model.fp16.onnx (export with --fp16)")
+        if precision == "int8" and not bundle.has_file(MODEL_INT8):
+            raise BackendError(
+                "bundle has no model.int8.onnx (export with --int8 --calibration-frames SOURCE)"
+            )
         return OnnxRuntimeBackend(bundle, precision=precision)
     if name == "torch":
         if run_dir is None:
@@ -237,6 +255,7 @@ def compare(
     maps_b: np.ndarray,
     stats: ScoreStats,
     threshold: float,
+    labels: list[int | None] | None = None,
 ) -> PairResult:
     """Compare two backends' raw maps (N,2,S,S) via scores and verdicts."""
     sa = image_scores(score_maps(maps_a[:, 0], maps_a[:, 1], stats).fused)
@@ -244,6 +263,12 @@ def compare(
     diff = np.abs(maps_a.astype(np.float64) - maps_b)
     prec = frozenset({a.rpartition("-")[2], b.rpartition("-")[2]})
     tol_map, tol_score = TOLERANCES.get(prec, TOLERANCES[frozenset({"fp16"})])
+    fa, fb = sa > threshold, sb > threshold
+    missed = good_flips = None
+    if labels is not None and all(v is not None for v in labels):
+        y = np.asarray(labels)
+        missed = int(np.sum(fa & ~fb & (y == 1)))
+        good_flips = int(np.sum((fa != fb) & (y == 0)))
     return PairResult(
         a=a,
         b=b,
@@ -254,6 +279,10 @@ def compare(
         n_frames=len(sa),
         tol_map=tol_map,
         tol_score=tol_score,
+        a_only=int(np.sum(fa & ~fb)),
+        b_only=int(np.sum(fb & ~fa)),
+        missed_defects=missed,
+        good_flips=good_flips,
     )
 
 
@@ -323,7 +352,7 @@ def verify(
             backend.close()
     stats, threshold, note = _stats_and_threshold(bundle, maps[REFERENCE])
     pairs = [
-        compare(a, b, maps[a], maps[b], stats, threshold)
+        compare(a, b, maps[a], maps[b], stats, threshold, frames.labels)
         for a, b in itertools.combinations(list(maps), 2)
     ]
     refused = [
@@ -343,16 +372,19 @@ def format_report(rep: VerifyReport) -> str:
         f"frames: {rep.frames} ({rep.pairs[0].n_frames if rep.pairs else 0}); threshold "
         f"{rep.threshold:.4g} ({rep.threshold_note})",
         f"{'a':<18} {'b':<18} {'max|Δmap|':>10} {'mean|Δmap|':>11} {'max|Δscore|':>12} "
-        f"{'flipped':>8}  tol(map, score)  ok",
+        f"{'flipped':>8} {'a only':>6} {'b only':>6} {'missed':>6}  tol(map, score)  ok",
     ]
     for p in rep.pairs:
+        missed = "-" if p.missed_defects is None else str(p.missed_defects)
         lines.append(
             f"{p.a:<18} {p.b:<18} {p.max_abs_map:>10.2e} {p.mean_abs_map:>11.2e} "
-            f"{p.max_abs_score:>12.2e} {p.flipped:>8}  ({p.tol_map:g}, {p.tol_score:g})"
-            f"  {'yes' if p.agree else 'NO'}"
+            f"{p.max_abs_score:>12.2e} {p.flipped:>8} {p.a_only:>6} {p.b_only:>6} {missed:>6}"
+            f"  ({p.tol_map:g}, {p.tol_score:g})  {'yes' if p.agree else 'NO'}"
         )
     for label, why in rep.skipped.items():
         lines.append(f"skipped {label}: {why}")
+    if any(p.missed_defects for p in rep.pairs):
+        lines.append("missed: labelled defective frames that a flags and b passes")
     for label in rep.refused:
         lines.append(f"REFUSED {label}: its engine flips verdicts and was taken out of service")
     lines.append("all backends agree" if rep.agree else "BACKENDS DISAGREE")

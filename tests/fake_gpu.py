@@ -403,6 +403,8 @@ def install_cuda(
 
 FP16_FMT = "Channel major FP16 format where channel % 8 == 0"
 FP32_FMT = "Row major linear FP32"
+# as TensorRT's inspector writes it (NVIDIA's trex maps it to "Int8 NC/32HW32")
+INT8_FMT = "Thirty-two wide channel vectorized row major Int8 format"
 
 
 def fp16_engine_info() -> str:
@@ -426,6 +428,37 @@ def fp16_engine_info() -> str:
     )  # fmt: skip
 
 
+def int8_engine_info() -> str:
+    """Inspector JSON of an explicitly quantised INT8 engine: Q/DQ fused into the convolution,
+    INT8 in and out, and the FP32 head that reads the dequantised features."""
+    return json.dumps(
+        {
+            "Layers": [
+                {
+                    "Name": "/model/teacher/conv1/Conv + /model/teacher/relu/Relu",
+                    "LayerType": "CaskConvolution",
+                    "Inputs": [{"Name": "q_rgb", "Dimensions": [1, 3, 8, 8],
+                                "Format/Datatype": INT8_FMT}],
+                    "Outputs": [{"Name": "f", "Dimensions": [1, 8, 8, 8],
+                                 "Format/Datatype": INT8_FMT}],
+                    "ParameterType": "Convolution",
+                    "Metadata": "[ONNX Layer: /model/teacher/conv1/Conv]",
+                },
+                {
+                    "Name": "/model/ReduceSum",
+                    "LayerType": "Reduce",
+                    "Inputs": [{"Name": "f_dq", "Dimensions": [1, 8, 8, 8],
+                                "Format/Datatype": FP32_FMT}],
+                    "Outputs": [{"Name": "s", "Dimensions": [1, 1, 8, 8],
+                                 "Format/Datatype": FP32_FMT}],
+                    "Metadata": "[ONNX Layer: /model/ReduceSum]",
+                },
+            ],
+            "Bindings": ["rgb", "x3d", "map_rgb", "map_3d"],
+        }
+    )  # fmt: skip
+
+
 @dataclass
 class TrtKnobs:
     """Failure knobs and records of the fake TensorRT."""
@@ -439,6 +472,7 @@ class TrtKnobs:
     io: dict[str, tuple[tuple[int, ...], Any]] | None = None
     build_devices: list[int] = field(default_factory=list)
     network_flags: list[int] = field(default_factory=list)
+    parsed: list[str] = field(default_factory=list)  # ONNX files given to the parser
     executed_on: list[int] = field(default_factory=list)
 
 
@@ -479,6 +513,7 @@ def tensorrt_module(rt: FakeCudaRuntime, knobs: TrtKnobs) -> types.ModuleType:
             pass
 
         def parse_from_file(self, path: str) -> bool:
+            knobs.parsed.append(path)
             return True
 
     class TimingCache:

@@ -10,6 +10,12 @@ Why strongly typed: TensorRT 11 removed weak typing (no ``BuilderFlag.FP16``), a
 ONNX itself (``model.fp16.onnx``: FP16 body, FP32 score head), and one build path works on both.
 A field report had an "FP16" TensorRT 11 build silently come out FP32, so every built engine
 is inspected (``EngineInspector`` JSON, needs ``ProfilingVerbosity.DETAILED``) before it is kept.
+
+INT8 is explicit quantisation: ``model.int8.trt.onnx`` (export/int8.py) carries symmetric INT8
+Q/DQ pairs around the body's convolutions, and a strongly typed build takes its precisions from
+them (no ``BuilderFlag.INT8``, no calibrator: TensorRT's explicit-quantisation guide says not
+to set precision flags with Q/DQ networks). The engine is refused unless its convolutions run
+in INT8.
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from edge.backends.base import BackendError
-from edge.bundle import MODEL_FP16, MODEL_FP32, Bundle, EngineEntry, load_bundle, sha256_file
+from edge.bundle import (
+    MODEL_FP16,
+    MODEL_FP32,
+    MODEL_INT8_TRT,
+    Bundle,
+    EngineEntry,
+    load_bundle,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +63,11 @@ CUDA_MISSING = (
     f"cuda-python is not installed; fix: pip install 'trd-edge[trt]' ({CUDA_PYTHON_PIN}), or "
     "'trd-edge[trt-cuda13]' with an NVIDIA driver >= 580"
 )
+
+
+# precision -> the bundle graph a strongly typed build parses
+ENGINE_GRAPHS = {"fp16": MODEL_FP16, "fp32": MODEL_FP32, "int8": MODEL_INT8_TRT}
+PRECISIONS = tuple(ENGINE_GRAPHS)
 
 
 class EngineRefused(BackendError):
@@ -226,8 +245,8 @@ def engine_key(gpu_name: str, compute_capability: str, trt_version: str, precisi
     cc = compute_capability.replace(".", "")
     if not cc.isdigit():
         raise ValueError(f"compute capability {compute_capability!r} is not like '87' or '8.7'")
-    if precision not in ("fp16", "fp32"):
-        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return f"{_slug(gpu_name)}-sm{cc}-trt{_slug(trt_version)}-{precision}"
 
 
@@ -284,11 +303,21 @@ def onnx_node_precisions(path: str | os.PathLike) -> dict[str, tuple[str, str]]:
     dtypes = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info)}
     dtypes |= {v.name: v.type.tensor_type.elem_type for v in graph.output}
     dtypes |= {init.name: init.data_type for init in graph.initializer}
+    # A QDQ graph: an op whose data input is DequantizeLinear(INT8 tensor) computes in INT8
+    # once TensorRT fuses the pair (explicit quantisation), though the ONNX types say float.
+    dequantized = {
+        n.output[0]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear" and dtypes.get(n.input[0]) == 3
+    }
     nodes = {}
     for node in graph.node:
         name = node.name or (node.output[0] if node.output else node.op_type)
         first = dtypes.get(node.input[0]) if node.input else None
-        nodes[name] = (node.op_type, _ONNX_DTYPES.get(first or 0, "other"))
+        precision = _ONNX_DTYPES.get(first or 0, "other")
+        if node.input and node.input[0] in dequantized and node.op_type != "DequantizeLinear":
+            precision = "int8"
+        nodes[name] = (node.op_type, precision)
     return nodes
 
 
@@ -407,14 +436,16 @@ def parse_layer_report(
     return report
 
 
-def check_precision(report: LayerReport, precision: str) -> None:
+def check_precision(report: LayerReport, precision: str, allowed_float_convs: int = 0) -> None:
     """Raise ``EngineRefused`` unless the engine's convolutions run in ``precision``.
 
     The TRD graph's cost is all in (transposed) convolutions; the score head (cosine, resize,
     sum) is FP32 by design, so only convolution layers are held to the asked precision. When
     TensorRT fused everything into Myelin layers, their convolutions are counted from the ONNX
     (``parse_layer_report(..., onnx_nodes)``); with no convolution visible at all an FP16 engine
-    must at least carry FP16 tensors or FP16 ONNX nodes inside its Myelin layers.
+    must at least carry FP16 tensors or FP16 ONNX nodes inside its Myelin layers. An INT8
+    engine must run its convolutions in INT8 but ``allowed_float_convs`` (those the export
+    kept FP32 on purpose, counted in the manifest's ``quantization``).
     """
     convs = sum(report.conv_by_precision.values())
     if precision == "fp16":
@@ -445,8 +476,25 @@ def check_precision(report: LayerReport, precision: str) -> None:
         low = {p: n for p, n in report.conv_by_precision.items() if p not in ("fp32", "other")}
         if low:
             raise EngineRefused(f"asked for an FP32 engine but convolutions run in {low}")
+    elif precision == "int8":
+        int8 = report.conv_by_precision.get("int8", 0)
+        other = convs - int8
+        if not int8:
+            raise EngineRefused(
+                f"asked for an INT8 engine but no convolution runs in INT8 "
+                f"({dict(report.conv_by_precision) or 'no convolution visible'}); check that "
+                "model.int8.trt.onnx has Q/DQ pairs (re-export with --int8) and that the network "
+                "was built strongly typed"
+            )
+        if other > allowed_float_convs:
+            not_int8 = {p: n for p, n in report.conv_by_precision.items() if p != "int8"}
+            raise EngineRefused(
+                f"asked for an INT8 engine but {other} of {convs} convolution layers run in "
+                f"{not_int8} (the export keeps {allowed_float_convs} FP32), e.g. "
+                f"{(report.fp32_convs or ['?'])[0]!r}"
+            )
     else:
-        raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 # --------------------------------------------------------------------------- build
@@ -532,7 +580,9 @@ def _build_engine(
             return BuildResult(key, plan, report, 0.0, reused=True)
         log.warning("engine %s is not the one recorded in the manifest; rebuilding", plan.name)
 
-    onnx_path = bundle.file_path(MODEL_FP16 if precision == "fp16" else MODEL_FP32)
+    if precision not in ENGINE_GRAPHS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    onnx_path = bundle.file_path(ENGINE_GRAPHS[precision])
     plan.parent.mkdir(parents=True, exist_ok=True)
     cache_path = plan.parent / (
         f"timing-{_slug(gpu.name)}-sm{gpu.compute_capability}-trt{_slug(trt.__version__)}.cache"
@@ -565,7 +615,7 @@ def _build_engine(
     # Myelin layers hide what runs inside them: then the (strongly typed) ONNX decides.
     opaque = "Myelin" in info or "ForeignNode" in info
     report = parse_layer_report(info, onnx_node_precisions(onnx_path) if opaque else None)
-    check_precision(report, precision)  # raises before anything is stored
+    check_precision(report, precision, _float_convs_kept(bundle, precision))  # before storing
 
     tmp = plan.with_suffix(".plan.tmp")
     tmp.write_bytes(blob)
@@ -587,6 +637,14 @@ def _build_engine(
     return BuildResult(key, plan, report, time.perf_counter() - start, reused=False)
 
 
+def _float_convs_kept(bundle: Bundle, precision: str) -> int:
+    """Convolutions the INT8 export left FP32 on purpose (0 for other precisions)."""
+    q = bundle.manifest.quantization
+    if precision != "int8" or q is None or MODEL_INT8_TRT not in q.graphs:
+        return 0
+    return q.graphs[MODEL_INT8_TRT].fp32_convolutions
+
+
 def refuse_engine(bundle: Bundle, key: str, reason: str) -> Path | None:
     """Take a bad engine out of service: rename it ``*.plan.refused`` and drop it from the manifest.
 
@@ -605,7 +663,7 @@ def refuse_engine(bundle: Bundle, key: str, reason: str) -> Path | None:
 
 
 def run_build_engine(args) -> int:
-    """Handler of ``trd-edge build-engine --bundle DIR [--force] [--precision fp16|fp32]``."""
+    """Handler of ``trd-edge build-engine --bundle DIR [--force] [--precision fp16|fp32|int8]``."""
     bundle = load_bundle(args.bundle)
     precision = getattr(args, "precision", None) or "fp16"
     try:
@@ -629,5 +687,11 @@ def add_build_engine_args(parser) -> None:
     """Arguments of ``trd-edge build-engine`` (for the CLI's sub-parser)."""
     parser.add_argument("--bundle", required=True, help="model bundle folder")
     parser.add_argument("--force", action="store_true", help="rebuild even if an engine exists")
-    parser.add_argument("--precision", choices=["fp16", "fp32"], default="fp16")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp16",
+        help="fp16 (model.fp16.onnx), fp32 (model.onnx) or int8 (model.int8.trt.onnx, explicit "
+        "quantisation; export with --int8)",
+    )
     parser.add_argument("--workspace-gb", type=float, default=None, help="builder workspace limit")
