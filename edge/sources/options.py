@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "FilterOptions",
@@ -18,7 +18,9 @@ __all__ = [
     "RealSenseOptions",
     "SourceOptions",
     "SyntheticOptions",
+    "Z16_MAX",
     "apply_overrides",
+    "check_depth_units",
 ]
 
 
@@ -76,6 +78,18 @@ class RealSenseOptions(_Strict):
         "parts that stand still, or recordings made at low frame rates",
     )
     filters: FilterOptions = Field(default_factory=FilterOptions)
+    depth_units: float | None = Field(
+        None,
+        gt=0.0,
+        le=0.01,
+        description="live camera: metres per Z16 depth step (rs.option.depth_units), e.g. "
+        "0.0001 for 0.1 mm steps on a D435; None = the camera's default (D435 1 mm, D405 "
+        "0.1 mm). Z16 has 65535 steps, so the unit must cover max_depth_m",
+    )
+    max_depth_m: float = Field(
+        2.0, gt=0.0, description="farthest depth the station must measure (support plane plus "
+        "margin); a finer depth_units than max_depth_m / 65535 is refused",
+    )
     average_frames: int = Field(
         1,
         ge=1,
@@ -103,6 +117,26 @@ class RealSenseOptions(_Strict):
     record_to: Path | None = Field(
         None, description="live camera only: also record the session to this .db3 file"
     )
+
+    @model_validator(mode="after")
+    def _check_depth_units(self) -> RealSenseOptions:
+        if self.depth_units is not None:
+            check_depth_units(self.depth_units, self.max_depth_m)
+        return self
+
+
+# Z16: raw depth is an unsigned 16-bit count of depth units (0 = no depth).
+Z16_MAX = 65535
+
+
+def check_depth_units(units: float, max_depth_m: float) -> None:
+    """Raise ValueError when ``units`` (m per Z16 step) cannot hold depths up to ``max_depth_m``."""
+    if units * Z16_MAX < max_depth_m:
+        raise ValueError(
+            f"depth_units {units:g} m reaches only {units * Z16_MAX:.3f} m (Z16: {Z16_MAX} "
+            f"steps) but the station measures up to max_depth_m {max_depth_m:g} m: use a "
+            f"unit of at least {max_depth_m / Z16_MAX:.2g} m or lower max_depth_m"
+        )
 
 
 class SyntheticOptions(_Strict):

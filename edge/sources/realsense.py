@@ -49,7 +49,7 @@ from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
 from edge.sources.options import FilterOptions, RealSenseOptions
 from edge.sources.rs_pairing import PairedPlayback
 
-__all__ = ["RECORDING_SUFFIXES", "RealSenseSource", "require_pyrealsense2"]
+__all__ = ["RECORDING_SUFFIXES", "RealSenseSource", "require_pyrealsense2", "set_depth_units"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,36 @@ def _already_registered(depth: Any, color: Any, tol: float = 1e-6) -> bool:
     return bool(same_intr and identity and no_distortion)
 
 
+def set_depth_units(rs: ModuleType, sensor: Any, units: float, name: str) -> float:
+    """Set a depth sensor's ``rs.option.depth_units`` to ``units`` (m per Z16 step) and return
+    the unit it reports afterwards. SourceError, naming the fix, when the sensor does not
+    have the option, cannot change it, or ``units`` is outside its range."""
+    opt = rs.option.depth_units
+    if not sensor.supports(opt):
+        raise SourceError(
+            f"{name}: this camera's depth sensor has no depth_units option; remove "
+            "camera.realsense.depth_units (the camera's fixed unit is used)"
+        )
+    if sensor.is_option_read_only(opt):
+        raise SourceError(f"{name}: depth_units is read-only on this camera; remove the setting")
+    rng = sensor.get_option_range(opt)
+    if not rng.min - 1e-12 <= units <= rng.max + 1e-12:
+        raise SourceError(
+            f"{name}: depth_units {units:g} m is outside the camera's range "
+            f"{rng.min:g}–{rng.max:g} m; choose a unit in that range"
+        )
+    try:
+        sensor.set_option(opt, float(units))
+    except RuntimeError as exc:
+        raise SourceError(f"{name}: the camera refused depth_units {units:g} m ({exc})") from exc
+    got = float(sensor.get_option(opt))
+    if abs(got - units) > 0.01 * units:
+        raise SourceError(
+            f"{name}: depth_units set to {units:g} m but the camera reports {got:g} m"
+        )
+    return got
+
+
 class RealSenseSource(FrameSource):
     """A live RealSense camera (``path=None``) or a ``.db3``/``.bag`` recording (``path``)."""
 
@@ -156,6 +186,11 @@ class RealSenseSource(FrameSource):
         if self.path is not None:
             self.name = f"file:{self.path}"
             self._check_recording_path()
+            if self.options.depth_units is not None:
+                raise SourceError(
+                    f"{self.name}: depth_units applies to a live camera; a recording keeps the "
+                    "unit it was recorded with (remove camera.realsense.depth_units)"
+                )
         else:
             self.name = f"realsense:{self.options.serial}" if self.options.serial else "realsense"
         self.intrinsics: Intrinsics | None = None
@@ -311,6 +346,12 @@ class RealSenseSource(FrameSource):
                 # runs avoided that loss but made start() block for 10 s in ~20 % of starts.
                 resolved = cfg.resolve(rs.pipeline_wrapper(pipe))
                 resolved.get_device().as_playback().set_real_time(False)
+            elif self.options.depth_units is not None:
+                # before streaming: a live camera's depth unit, checked against max_depth_m by
+                # RealSenseOptions; depth_scale below reads back what the camera uses
+                device = cfg.resolve(rs.pipeline_wrapper(pipe)).get_device()
+                set_depth_units(rs, device.first_depth_sensor(), self.options.depth_units,
+                                self.name)
             profile = pipe.start(cfg)
         except RuntimeError as exc:
             what = f"recording {self.path}" if self.is_recording else "the RealSense camera"
