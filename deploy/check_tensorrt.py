@@ -4,13 +4,16 @@ Run on the target (Jetson Orin with JetPack 6, or an x86 GPU box with TensorRT 1
 cuda-python) from the repository root::
 
     python deploy/check_tensorrt.py --bundle BUNDLE_DIR [--frames 50] [--force] [--json OUT]
+        [--precision fp16|int8]
 
 Steps: (1) build (or reuse) the strongly typed FP16 engine with ``trd-edge build-engine``'s
 code, print its layer-precision report and refuse a non-FP16 engine; (2) run TensorRT FP16,
 onnxruntime FP32 (CPU, the reference) and onnxruntime FP16 on the same synthetic frames and
 print max/mean |Δmap|, max |Δscore| and flipped verdicts per pair (``trd-edge verify``'s
 tolerances); (3) time per-frame latency of each backend with TensorRT's h2d/compute/d2h split.
-Exit 0 when the engine is FP16 and every pair agrees. No torch needed.
+Exit 0 when the engine is FP16 and every pair agrees. No torch needed. ``--precision int8``
+does the same for the INT8 engine built from ``model.int8.trt.onnx`` (explicit quantisation;
+export with ``--int8``), refused unless its convolutions run in INT8.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--parity-frames", type=int, default=8)
     p.add_argument("--force", action="store_true", help="rebuild the engine")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--precision", choices=["fp16", "int8"], default="fp16")
     args = p.parse_args(argv)
+    trt_label = f"tensorrt-{args.precision}"
 
     bundle = load_bundle(args.bundle)
     print("== build")
     try:
-        res = build_engine(bundle, precision="fp16", force=args.force)
+        res = build_engine(bundle, precision=args.precision, force=args.force)
     except EngineRefused as exc:
         print(f"FAIL: engine refused: {exc}")
         return 3
@@ -66,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== parity")
     frames = load_frames(bundle, None, args.parity_frames)
-    rep = verify(bundle, backends=["onnxruntime", "tensorrt"], frames=frames)
+    rep = verify(bundle, backends=["onnxruntime", trt_label], frames=frames)
     print(format_report(rep))
 
     print("== latency (per frame)")
     results = {}
     backends = {
-        "tensorrt-fp16": lambda: TensorRTBackend(bundle, precision="fp16"),
+        trt_label: lambda: TensorRTBackend(bundle, precision=args.precision),
         "onnxruntime-fp32-cpu": lambda: OnnxRuntimeBackend(bundle, precision="fp32"),
     }
     for name, make in backends.items():
