@@ -100,7 +100,7 @@ def choose_align(raws: list) -> AlignChoice:
     c = np.asarray(centres) / side
     shift = float(np.sqrt(c.var(axis=0).sum()))
     resultant = abs(np.mean(np.exp(1j * np.asarray(angles))))
-    turn = math.degrees(math.sqrt(max(-2.0 * math.log(max(resultant, 1e-12)), 0.0)))
+    turn = abs(math.degrees(math.sqrt(max(-2.0 * math.log(max(resultant, 1e-12)), 0.0))))
     fixtured = shift <= FIXTURE_SHIFT and turn <= FIXTURE_TURN
     return AlignChoice(
         value="none" if fixtured else "auto", source="data", centroid_spread=round(shift, 4),
