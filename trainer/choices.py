@@ -57,7 +57,7 @@ class SobelChoice(BaseModel):
     """How the Sobel aperture was chosen."""
 
     value: int
-    source: str = Field(description="'flag' or 'data'")
+    source: str = Field(description="'flag', 'data' or 'default' (nothing to measure)")
     flat_tilt_deg: dict[str, float] = Field(
         default_factory=dict, description="aperture → median interior normal tilt (deg)"
     )
@@ -150,8 +150,9 @@ def choose_from_data(
     if base.modality == "normal":
         if sobel_ksize is None and raws:
             s = choose_sobel(raws, base.model_copy(update={"align": a.value}))
-        else:
-            s = SobelChoice(value=sobel_ksize or base.sobel_ksize, source="flag")
+        else:  # given, or no point clouds to measure (preprocessed Eyecandies): the default
+            s = SobelChoice(value=sobel_ksize or base.sobel_ksize,
+                            source="flag" if sobel_ksize is not None else "default")
     return AutoChoices(align=a, sobel_ksize=s, images=len(raws))
 
 
