@@ -392,6 +392,12 @@ class RuntimeConfig(_Section):
     backend: Literal["auto", "tensorrt", "onnxruntime"] = Field(
         "auto", description="inference backend; auto = TensorRT when available"
     )
+    precision: Literal["fp32", "fp16", "int8"] | None = Field(
+        None,
+        description="model precision; None = the backend's default (TensorRT fp16, onnxruntime "
+        "fp32); int8 needs a bundle exported with --int8 and a station calibrated with it "
+        "(docs/int8.md)",
+    )
     capture_queue: int = Field(2, ge=1, le=256, description="frames waiting for preprocessing")
     inference_queue: int = Field(2, ge=1, le=256, description="frames waiting for the model")
     publish_queue: int = Field(32, ge=1, le=4096, description="verdicts waiting to be stored")
@@ -758,6 +764,7 @@ CLI_KEYS = {
     "mqtt": "mqtt.url",
     "station": "station",
     "backend": "runtime.backend",
+    "precision": "runtime.precision",
     "bundle": "bundle",
     "camera": "camera.source",
     "outbox": "outbox.path",

@@ -47,6 +47,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    "'none' = console only; default: a local mosquitto is started if installed")
     p.add_argument("--station", default=None, help="station id (topic prefix trd/<station>/)")
     p.add_argument("--backend", choices=["auto", "tensorrt", "onnxruntime"], default=None)
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default=None,
+                   help="model precision (default: the backend's; int8 needs `export --int8`)")
     p.add_argument("--max-frames", type=int, default=None, help="stop cleanly after N verdicts")
     p.add_argument("--config", default=None, help="station configuration (YAML or TOML)")
     p.add_argument("--outbox", default=None, help="outbox SQLite file")
@@ -151,7 +153,10 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
     keep_temporaries_on_heap()  # per-frame numpy temporaries reuse the heap (edge/allocator.py)
     with contextlib.ExitStack() as stack:
         bundle = load_bundle(config.bundle)
-        backend = create_backend(config.runtime.backend, bundle)
+        precision = config.runtime.precision
+        backend = create_backend(
+            config.runtime.backend, bundle, **({"precision": precision} if precision else {})
+        )
         stack.callback(backend.close)
         desc = backend.describe()
         ref = model_ref(bundle, f"{backend.name}-{desc.get('precision', 'fp32')}")

@@ -295,3 +295,27 @@ def test_onnx_precisions_of_a_qdq_graph_are_int8(exported: Path) -> None:
     assert convs == {"int8"}
     head = {p for op, p in nodes.values() if op in ("ReduceSum", "Sqrt")}
     assert head == {"fp32"}
+
+
+# --------------------------------------------------------------------------- the station
+
+
+def test_station_runs_int8_when_asked(exported: Path, tiny_dataset: Path, tmp_path: Path,
+                                      capsys) -> None:
+    from edge.cli import main
+
+    def run(bundle: Path) -> int:
+        return main(["run", "--bundle", str(bundle), "--camera",
+                     f"folder:{tiny_dataset / 'puck' / 'test'}", "--mqtt", "none", "--station",
+                     "st1", "--outbox", str(tmp_path / "o.sqlite3"), "--backend", "onnxruntime",
+                     "--precision", "int8", "--max-frames", "2", "--quiet"])
+
+    assert run(exported) == 0
+    assert "2 verdicts" in capsys.readouterr().out
+    # the precision reaches the backend: a bundle without the INT8 graph is refused, with the fix
+    copy = shutil.copytree(exported, tmp_path / "b")
+    m = json.loads((copy / "manifest.json").read_text())
+    del m["files"][MODEL_INT8]
+    (copy / "manifest.json").write_text(json.dumps(m))
+    assert run(copy) == 2
+    assert "export --int8 --calibration-frames" in capsys.readouterr().err
