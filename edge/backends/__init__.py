@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 def create_backend(name: str, bundle: Bundle, **opts: Any) -> Backend:
     """Create a backend for ``bundle``.
 
-    ``onnxruntime`` opts: ``precision`` (fp32|fp16), ``device`` (cpu|cuda|tensorrt|auto),
-    ``intra_op_threads``, ``warmup``. ``tensorrt`` opts: ``precision`` (fp16|fp32), ``build``
+    ``onnxruntime`` opts: ``precision`` (fp32|fp16|int8), ``device`` (cpu|cuda|tensorrt|auto),
+    ``intra_op_threads``, ``warmup``. ``tensorrt`` opts: ``precision`` (fp16|fp32|int8), ``build``
     (build a missing engine), ``device``, ``warmup``. ``auto`` picks TensorRT when it is
     installed and the bundle has an FP16 graph (building this GPU's engine on first use, which
     takes minutes on a Jetson and is then kept in the bundle), else onnxruntime on the best
