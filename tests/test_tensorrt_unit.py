@@ -77,8 +77,9 @@ def test_engine_key_names_gpu_cc_version_precision() -> None:
     assert tb.engine_key("A", "87", "10.3", "fp16") != tb.engine_key("A", "87", "10.4", "fp16")
     with pytest.raises(ValueError, match="compute capability"):
         tb.engine_key("A", "sm_87", "10.3", "fp16")
+    assert tb.engine_key("A", "87", "10.3", "int8").endswith("-int8")  # explicit quantisation
     with pytest.raises(ValueError, match="precision"):
-        tb.engine_key("A", "87", "10.3", "int8")
+        tb.engine_key("A", "87", "10.3", "int4")
 
 
 @pytest.mark.parametrize(
