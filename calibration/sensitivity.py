@@ -8,8 +8,8 @@ dent depth (1–5 mm), each measured at one noise level through the stereo camer
 depth"). A dent counts as detectable when its AUROC reaches `TARGET_AUROC`.
 
 How to read the result: the curves come from one part (the synthetic puck, dents 10–15 mm
-across, i.e. about 11–16 px of the 128 px image), the light training recipe listed in
-`CURVES_RECIPE` and one seed. A larger model, more epochs or a different part moves them; a
+across, i.e. about 11–16 px of the 128 px image), the training recipe listed in
+`CURVES_RECIPE` (the README's offline recipe) and one seed. A larger model, more epochs or a different part moves them; a
 station that needs a guarantee measures its own curve with recordings of real defects. The
 lookup is monotone by construction (more noise never sees a smaller dent) and never claims more
 than the quietest measurement saw.
@@ -38,9 +38,9 @@ __all__ = [
 TARGET_AUROC = 0.95
 DENT_DIAMETER_MM = (10.0, 15.0)  # diameter range of the measured dents (min–max of 20)
 CURVES_RECIPE = (
-    "trd-edge synth puck (128 px, 60 train, 20 good + 20 geometry test per depth, seed 0), "
-    "trd-edge train resnet18 --teacher-weights offline --image-size 64 --epochs 4 "
-    "--align principal-axis --sobel-ksize 3 --preprocess reference, fused score"
+    "the README's offline recipe: trd-edge synth puck (128 px, 60 train, 20 good + 20 geometry "
+    "test per depth, seed 0), trd-edge train resnet18 --teacher-weights offline --image-size "
+    "128 --epochs 20 --align principal-axis --sobel-ksize 3 --preprocess reference, fused score"
 )
 
 
@@ -75,16 +75,12 @@ class DetectionCurve:
 # Measured with the recipe above (docs/sensor-model.md, "Detection vs dent depth"); ordered by
 # noise. Update both together when the curves are re-measured.
 CURVES: tuple[DetectionCurve, ...] = (
-    DetectionCurve("ideal camera 0.55 m (0.15 mm Gaussian)", 0.15,
-                   ((1, 0.625), (2, 0.8075), (3, 0.92), (4, 0.9575), (5, 0.9825))),
-    DetectionCurve("D405 0.2 m, 1 frame", 0.27,
-                   ((1, 0.51), (2, 0.7475), (3, 0.8575), (4, 0.91), (5, 0.9475))),
     DetectionCurve("D435 0.55 m, 16 frames averaged", 0.28,
-                   ((1, 0.5775), (2, 0.7175), (3, 0.845), (4, 0.925), (5, 0.96))),
+                   ((1, 0.7825), (2, 0.975), (3, 0.9925), (4, 1.0), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 8 frames averaged", 0.40,
-                   ((1, 0.585), (2, 0.7175), (3, 0.8475), (4, 0.9225), (5, 0.955))),
+                   ((1, 0.5325), (2, 0.85), (3, 0.9725), (4, 0.9975), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 1 frame", 1.12,
-                   ((1, 0.5225), (2, 0.53), (3, 0.5375), (4, 0.5675), (5, 0.595))),
+                   ((1, 0.5475), (2, 0.555), (3, 0.595), (4, 0.635), (5, 0.675))),
 )
 # Curves whose noise differs by less than this (relative) measure the same noise level: they
 # are averaged depth by depth before the lookup (one seed each; 1/400 AUROC steps).
