@@ -380,11 +380,14 @@ class SceneGenerator:
         half = rng.uniform(0.020, 0.024)
         h = rng.uniform(0.010, 0.014)
         height = h * _smoothstep(-_rounded_rect_sdf(lu, lv, half, half, 0.002) / 0.0015)
-        pitch = 2 * half / rng.choice([4, 5])
+        # One print for every part of a product: 4×4 cells, lines about 1.6 mm wide (1.7 px at
+        # 128 px; thinner lines alias differently at every angle). The first version drew 4 or 5
+        # cells per part with 1 mm lines (docs/any-shape.md measured block with it).
+        pitch = 2 * half / 4
         # distance to the nearest grid line (lines through the centre, every `pitch`)
         du = np.abs((lu / pitch + 0.5) % 1.0 - 0.5) * pitch
         dv = np.abs((lv / pitch + 0.5) % 1.0 - 0.5) * pitch
-        line = 1.0 - _smoothstep((np.minimum(du, dv) - 0.0005) / 0.0004)
+        line = 1.0 - _smoothstep((np.minimum(du, dv) - 0.0008) / 0.0004)
         colour = np.array([0.80, 0.74, 0.58]) * rng.uniform(0.92, 1.08, size=3)
         ink = np.array([0.12, 0.14, 0.30]) * rng.uniform(0.9, 1.1, size=3)
         base = colour[None, None, :] * (1 + 0.05 * tex_noise[..., None])
