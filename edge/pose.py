@@ -33,7 +33,8 @@ have isotropic second moments, so the principal axis says nothing about them. In
    hexagon's c6 0.03, a pixelated circle's harmonics stay below 0.005. The order n is the
    strongest harmonic (or its smallest strong divisor), the angle modulo 2π/n is arg(c_n)/n (a
    direction of largest radius turned onto +x). An elongated part (second-moment ratio ≥
-   ``min_elongation``) keeps its principal axis (n = 2), exactly as ``principal-axis`` turns it.
+   ``min_elongation``) keeps its principal axis (n = 2): the same turn as ``principal-axis``
+   whenever height settles the ends (an elongated part without a cue is not flipped by noise).
 2. **Which of the n turns, from content**: the first moment of the part's height above the
    plane, M = Σ h·(dx + i·dy), generalises principal-axis's "higher end to +x"; when the height
    is (nearly) symmetric, the same moment of the print (grey level minus its median, on the
@@ -160,17 +161,14 @@ def pose_from_mask(
         if float((height * u)[valid].sum()) < 0:
             theta += math.pi
         angle = math.degrees(theta)
-    h, w = xyz.shape[:2]
-    # image y points down: rotating by +θ (OpenCV's counter-clockwise in a y-up view) brings the
-    # axis at angle θ (measured in y-down pixels) onto +x
-    matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
-    matrix[0, 2] += (w - 1) / 2 - cx
-    matrix[1, 2] += (h - 1) / 2 - cy
-    return Pose(centre=(cx, cy), angle_deg=angle, matrix=matrix, size=(h, w))
+    return _pose(cx, cy, angle, xyz.shape[:2])
 
 
 def _pose(cx: float, cy: float, angle: float, size: tuple[int, int]) -> Pose:
+    """The pose that puts (cx, cy) on the frame centre turned by ``angle`` degrees."""
     h, w = size
+    # image y points down: rotating by +θ (OpenCV's counter-clockwise in a y-up view) brings the
+    # axis at angle θ (measured in y-down pixels) onto +x
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     matrix[0, 2] += (w - 1) / 2 - cx
     matrix[1, 2] += (h - 1) / 2 - cy
