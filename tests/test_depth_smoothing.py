@@ -51,3 +51,16 @@ def test_old_manifests_without_the_field_load_with_smoothing_off() -> None:
     assert cfg.depth_smoothing == 0.0
     with pytest.raises(ValueError):
         PreprocessConfig(image_size=64, depth_smoothing=-1.0)
+
+
+def test_train_cli_records_the_smoothing_in_the_preprocessing() -> None:
+    from edge.cli import build_parser
+    from trainer.cli import train_config_from_args
+    from trainer.train import preprocess_config_for
+
+    base = ["train", "--data-root", "D", "--category", "puck", "--out", "R"]
+    argv = [*base, "--depth-smoothing", "1.5"]
+    args = build_parser(argv).parse_args(argv)
+    assert preprocess_config_for(train_config_from_args(args)).depth_smoothing == 1.5
+    args = build_parser(base).parse_args(base)
+    assert preprocess_config_for(train_config_from_args(args)).depth_smoothing == 0.0
