@@ -319,3 +319,16 @@ def test_station_runs_int8_when_asked(exported: Path, tiny_dataset: Path, tmp_pa
     (copy / "manifest.json").write_text(json.dumps(m))
     assert run(copy) == 2
     assert "export --int8 --calibration-frames" in capsys.readouterr().err
+
+
+def test_calibration_frames_from_a_recording(exported: Path, tmp_path: Path) -> None:
+    from rs_fixtures import make_recording
+
+    rec = make_recording(tmp_path / "good.db3", n=5, size=64, defects=("good",))
+    bundle = load_bundle(exported)
+    calib = calibration_set(bundle, f"file:{rec.path}", 4)
+    assert calib.source == f"file:{rec.path}" and len(calib.feeds) == 4
+    rgb_spec, x3d_spec = bundle.manifest.io.inputs
+    for feed in calib.feeds:  # exactly what the station feeds the graph
+        assert feed["rgb"].shape == tuple(rgb_spec.shape) and feed["rgb"].dtype == np.uint8
+        assert feed["x3d"].shape == tuple(x3d_spec.shape) and feed["x3d"].dtype == np.float32
