@@ -9,6 +9,10 @@ good parts, and the verdict flips at the calibrated thresholds (defective parts 
 INT8 passes, good parts that flip).
 
     python scripts/int8_table.py --run RUN --data DATA_ROOT --category bracket --out /tmp/i8
+
+``--ablate-quantised-head`` measures why the score head stays FP32: it also quantises the
+head's quantisable ops (Mul, the level sum's Add, Resize) and skips the export's check that
+refuses such a graph (docs/int8.md). Not a product option.
 """
 
 from __future__ import annotations
@@ -79,6 +83,23 @@ def evaluate_precision(val_maps: np.ndarray, test_maps: np.ndarray, test) -> dic
     }
 
 
+def _quantise_the_head_too() -> None:
+    """Ablation: no head node excluded, Mul and Resize quantised as well, no head check."""
+    import dataclasses
+
+    import export.int8 as i8
+
+    keep = i8.nodes_to_exclude
+
+    def body_and_head(model, keep_fp32=()):
+        return keep(model, keep_fp32) | {"score head": []}
+
+    i8.nodes_to_exclude = body_and_head
+    i8.check_int8_graph = lambda path, symmetric=True: i8.int8_graph_report(path)
+    cpu = i8.RECIPES["model_int8"]
+    i8.RECIPES["model_int8"] = dataclasses.replace(cpu, op_types=(*cpu.op_types, "Mul", "Resize"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True)
@@ -91,7 +112,10 @@ def main() -> None:
     p.add_argument("--keep-fp32", nargs="*", default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jsonl", type=Path, default=None)
+    p.add_argument("--ablate-quantised-head", action="store_true")
     a = p.parse_args()
+    if a.ablate_quantised_head:
+        _quantise_the_head_too()
 
     from export.int8 import add_int8
     from export.onnx_export import export_bundle
