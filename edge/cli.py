@@ -100,10 +100,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sobel-ksize", type=int, default=None,
                    help="normal modality: Sobel aperture (default per category, else 5; with "
                    "--teacher-weights offline chosen from the good training images)")
-    p.add_argument("--depth-smoothing", type=float, default=0.0, metavar="SIGMA",
+    p.add_argument("--depth-smoothing", type=float, default=None, metavar="SIGMA",
                    help="σ in model pixels of a Gaussian on the part's heights before the 3D "
-                   "image (0 = off); for cameras whose depth noise is fine-grained, e.g. a "
-                   "D405 (docs/sensor-model.md); the bundle records it for the station")
+                   "image (0 = off). Default: from the data set's camera record (trd-edge synth "
+                   "--sensor): on for fine-grained noise such as a D405's, else off "
+                   "(docs/sensor-model.md); the bundle records it for the station")
     p.add_argument("--align", choices=["none", "principal-axis", "auto"], default=None,
                    help="pose normalisation before the model (training and station alike) for "
                    "parts that lie at any angle: principal-axis (elongated parts), auto (any "

@@ -54,10 +54,13 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "FINE_NOISE_MAX_PX",
+    "FINE_NOISE_SMOOTHING_PX",
     "SENSORS",
     "SensorDraw",
     "SensorSpec",
     "StereoSensor",
+    "depth_smoothing_for",
     "get_sensor",
 ]
 
@@ -269,3 +272,22 @@ class StereoSensor:
         exposure gain and white balance."""
         gains = (draw.gain * draw.white_balance).astype(np.float32)
         return linear_rgb.astype(np.float32, copy=False) * gains[None, None, :]
+
+
+# Height smoothing before the 3D image vs the noise's grain, measured with the README recipe
+# (docs/sensor-model.md, "Detection vs dent depth"): fine-grained noise (a D405 at 0.2 m,
+# correlation length 1.6 px of a 128-px model) is detected better after a Gaussian of
+# σ = 1.5 px on the heights; coarse noise (a D435 at 0.55 m, 6.8 px, about a dent's own
+# scale) worse after any smoothing, because a low-pass then removes more of a dent's rim than
+# of the noise. Two cameras measured: a step rule, not a fitted curve.
+FINE_NOISE_MAX_PX = 3.0
+FINE_NOISE_SMOOTHING_PX = 1.5
+
+
+def depth_smoothing_for(correlation_px: float) -> float:
+    """σ (model px) of the height smoothing for depth noise whose autocorrelation falls to
+    1/e at ``correlation_px`` model pixels: `FINE_NOISE_SMOOTHING_PX` for fine-grained noise
+    (below `FINE_NOISE_MAX_PX`), else 0 (off)."""
+    if not correlation_px >= 0:
+        raise ValueError(f"correlation length must be >= 0 px, got {correlation_px}")
+    return FINE_NOISE_SMOOTHING_PX if correlation_px < FINE_NOISE_MAX_PX else 0.0

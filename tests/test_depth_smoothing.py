@@ -64,3 +64,27 @@ def test_train_cli_records_the_smoothing_in_the_preprocessing() -> None:
     assert preprocess_config_for(train_config_from_args(args)).depth_smoothing == 1.5
     args = build_parser(base).parse_args(base)
     assert preprocess_config_for(train_config_from_args(args)).depth_smoothing == 0.0
+
+
+def test_training_on_camera_data_smooths_fine_grained_noise_only(tmp_path) -> None:
+    from edge.sensors import depth_smoothing_for
+    from edge.synthetic import write_dataset
+    from trainer.run import TrainConfig
+    from trainer.train import resolve_depth_smoothing
+
+    got = {}
+    for sensor, distance in (("d405", 0.2), ("d435", 0.55), ("ideal", 0.55)):
+        root = tmp_path / sensor
+        write_dataset(root, categories=("puck",), image_size=128, n_train=1, n_validation=0,
+                      n_test_good=0, n_test_per_defect=0, seed=0, progress=False,
+                      sensor=sensor, distance=distance)
+        cfg = TrainConfig(data_root=str(root), category="puck", image_size=128,
+                          depth_smoothing=None)
+        got[sensor] = resolve_depth_smoothing(cfg).depth_smoothing
+        # an explicit value is never replaced
+        assert resolve_depth_smoothing(cfg.model_copy(update={"depth_smoothing": 0.7})
+                                       ).depth_smoothing == 0.7
+    # D405 at 0.2 m: noise correlated over 1.6 px of 128 → smoothed; D435 at 0.55 m: 6.8 px →
+    # not; data without a camera record (the ideal sensor writes none) → not
+    assert got == {"d405": 1.5, "d435": 0.0, "ideal": 0.0}
+    assert depth_smoothing_for(1.6) == 1.5 and depth_smoothing_for(6.8) == 0.0

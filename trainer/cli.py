@@ -35,7 +35,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         deterministic=getattr(args, "deterministic", True),
         num_workers=args.num_workers,
         sobel_ksize=args.sobel_ksize,
-        depth_smoothing=getattr(args, "depth_smoothing", 0.0),
+        depth_smoothing=getattr(args, "depth_smoothing", None),
         augment=args.augment,
         align=args.align,
         preprocess=getattr(args, "preprocess", "working"),

@@ -73,9 +73,10 @@ class TrainConfig(BaseModel):
         "reference aperture, or with choose_from_data the one chosen from the data)",
     )
     # Runs recorded before it have no key: no smoothing.
-    depth_smoothing: float = Field(
+    depth_smoothing: float | None = Field(
         0.0, ge=0, description="σ (model px) of the height smoothing before the 3D image "
-        "(PreprocessConfig.depth_smoothing; 0 = off)",
+        "(PreprocessConfig.depth_smoothing; 0 = off; None = from the data set's camera record, "
+        "trainer.train.resolve_depth_smoothing)",
     )
     align: Literal["none", "principal-axis", "auto"] | None = Field(
         "none", description="pose normalisation of freely lying parts (edge/pose.py); None: "

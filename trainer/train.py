@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -55,7 +56,7 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
         image_size=cfg.image_size, modality=cfg.modality, sobel_ksize=ksize,
         align=cfg.align or "none",
         pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
-        depth_smoothing=cfg.depth_smoothing,
+        depth_smoothing=cfg.depth_smoothing or 0.0,
     )
 
 
@@ -160,6 +161,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
     cfg, choices = resolve_choices(cfg)
+    cfg = resolve_depth_smoothing(cfg)
     with determinism(cfg.deterministic):
         return _train(cfg, Path(out), kind, epochs_source, progress, choices)
 
@@ -177,6 +179,29 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     if choices.sobel_ksize is not None:
         update["sobel_ksize"] = choices.sobel_ksize.value
     return cfg.model_copy(update=update), choices
+
+
+def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``depth_smoothing`` filled in when None: from the data set's camera record
+    (``<category>/calibration/sensor.json``, written by ``trd-edge synth --sensor``) by
+    `edge.sensors.depth_smoothing_for`, else 0 (off). The choice is printed."""
+    if cfg.depth_smoothing is not None:
+        return cfg
+    record = Path(cfg.data_root) / cfg.category / "calibration" / "sensor.json"
+    sigma = 0.0
+    if record.is_file():
+        from edge.dataset_io import load_raw
+        from edge.sensors import depth_smoothing_for
+
+        info = json.loads(record.read_text())
+        first = list_samples(cfg.data_root, cfg.category, "train")[0]
+        width = load_raw(first).rgb.shape[1]
+        x0, _, x1, _ = cfg.roi or (0.0, 0.0, 1.0, 1.0)
+        corr = float(info["noise_correlation_px"]) * cfg.image_size / (width * (x1 - x0))
+        sigma = depth_smoothing_for(corr)
+        print(f"depth smoothing σ = {sigma:g} model px (the camera record's noise correlation "
+              f"length is {corr:.1f} model px; edge.sensors.depth_smoothing_for)", flush=True)
+    return cfg.model_copy(update={"depth_smoothing": sigma})
 
 
 def _train(
