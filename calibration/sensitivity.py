@@ -72,9 +72,12 @@ class DetectionCurve:
         return d0 + (target - a0) / (a1 - a0) * (d1 - d0)
 
 
-# Measured with the recipe above (docs/sensor-model.md, "Detection vs dent depth"); ordered by
-# noise. Update both together when the curves are re-measured.
+# Measured with the recipe above at each camera's default station settings (docs/sensor-model.md,
+# "Detection vs dent depth"). Update both together when the curves are re-measured.
 CURVES: tuple[DetectionCurve, ...] = (
+    # with the height smoothing `trd-edge train` picks for a D405 (σ 1.5 px; edge.sensors)
+    DetectionCurve("D405 0.2 m, 1 frame, smoothing 1.5 px", 0.27,
+                   ((1, 0.74), (2, 0.9125), (3, 0.98), (4, 1.0), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 16 frames averaged", 0.28,
                    ((1, 0.7825), (2, 0.975), (3, 0.9925), (4, 1.0), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 8 frames averaged", 0.40,
