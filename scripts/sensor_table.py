@@ -82,7 +82,8 @@ def main() -> None:
         for cat in a.categories:
             sm = f"-sm{a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""
             run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-"
-                           f"{a.modality}{sm}-e{a.epochs}-n{a.n_train}")
+                           f"{a.modality}{sm}-e{a.epochs}-n{a.n_train}"
+                           + (f"-s{a.seed}" if a.seed else ""))
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality=a.modality, backbone="resnet18",
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
