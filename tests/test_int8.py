@@ -278,6 +278,22 @@ def test_tensorrt_int8_builds_strongly_typed_from_the_qdq_graph(trt_bundle) -> N
     assert entry.precision == "int8" and entry.layer_precisions == {"int8": 1}
 
 
+def test_tensorrt_backend_runs_the_int8_engine(trt_bundle) -> None:
+    from edge.backends.tensorrt_backend import TensorRTBackend
+
+    bundle, knobs = trt_bundle
+    knobs.engine_info = int8_engine_info()
+    knobs.io = {t.name: (tuple(t.shape), np.dtype(t.dtype))
+                for t in [*bundle.manifest.io.inputs, *bundle.manifest.io.outputs]}
+    be = TensorRTBackend(bundle, precision="int8", build=True, warmup=1)
+    assert be.describe()["precision"] == "int8" and be.key.endswith("-int8")
+    assert Path(knobs.parsed[-1]).name == "model.int8.trt.onnx"
+    rgb, x3d = (np.zeros(t.shape, np.dtype(t.dtype)) for t in bundle.manifest.io.inputs)
+    m_rgb, m_3d = be.infer(rgb, x3d)
+    assert m_rgb.shape == (bundle.image_size, bundle.image_size)
+    be.close()
+
+
 def test_tensorrt_int8_engine_with_fp16_convolutions_is_refused(trt_bundle) -> None:
     import edge.backends.tensorrt_build as tb
 
