@@ -83,9 +83,10 @@ def test_the_warning_names_the_fix_only_when_the_defect_is_hidden() -> None:
         sensitivity_for(0.0)
 
 
-def _record(path: Path, sensor: str, distance: float, average: int = 1, n: int = 20) -> None:
+def _record(path: Path, sensor: str, distance: float, average: int = 1, n: int = 24) -> None:
     """A software-device recording of ``n`` good parts through the camera model, each part
-    still for ``average`` frames (the station averages them: ``?average_frames=N``)."""
+    still for ``average`` frames (the station averages them: ``?average_frames=N``). More
+    parts than calibrate uses: a playback may lose its first framesets (realsense.py)."""
     from edge.sources.rs_software import write_recording, xyz_to_depth
 
     gen = SceneGenerator("puck", 64, seed=3, sensor=sensor, distance=distance)
