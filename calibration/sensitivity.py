@@ -75,9 +75,9 @@ class DetectionCurve:
 # Measured with the recipe above at each camera's default station settings (docs/sensor-model.md,
 # "Detection vs dent depth"). Update both together when the curves are re-measured.
 CURVES: tuple[DetectionCurve, ...] = (
-    # with the height smoothing `trd-edge train` picks for a D405 (σ 1.5 px; edge.sensors)
-    DetectionCurve("D405 0.2 m, 1 frame, smoothing 1.5 px", 0.27,
-                   ((1, 0.74), (2, 0.9125), (3, 0.98), (4, 1.0), (5, 1.0))),
+    # with the height smoothing `trd-edge train` picks for a D405 (σ 3 px; edge.sensors)
+    DetectionCurve("D405 0.2 m, 1 frame, smoothing 3 px", 0.27,
+                   ((1, 0.845), (2, 0.985), (3, 1.0), (4, 1.0), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 16 frames averaged", 0.28,
                    ((1, 0.7825), (2, 0.975), (3, 0.9925), (4, 1.0), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 16 frames averaged, seed 1", 0.28,

@@ -86,5 +86,5 @@ def test_training_on_camera_data_smooths_fine_grained_noise_only(tmp_path) -> No
                                        ).depth_smoothing == 0.7
     # D405 at 0.2 m: noise correlated over 1.6 px of 128 → smoothed; D435 at 0.55 m: 6.8 px →
     # not; data without a camera record (the ideal sensor writes none) → not
-    assert got == {"d405": 1.5, "d435": 0.0, "ideal": 0.0}
-    assert depth_smoothing_for(1.6) == 1.5 and depth_smoothing_for(6.8) == 0.0
+    assert got == {"d405": 3.0, "d435": 0.0, "ideal": 0.0}
+    assert depth_smoothing_for(1.6) == 3.0 and depth_smoothing_for(6.8) == 0.0
