@@ -49,7 +49,7 @@ from calibration.threshold import (
 )
 from edge.bundle import Bundle, StatsSpec, atomic_write_text, load_bundle, utc_now
 from edge.inspector import Inspector
-from edge.scoring import ScoreStats, score_maps
+from edge.processing.scoring import ScoreStats, score_maps
 from edge.sources import FrameTimeout, SourceError, SourceOptions, open_source
 
 __all__ = ["CalibrationResult", "add_calibrate_args", "calibrate", "run_calibrate"]
@@ -81,7 +81,7 @@ class CalibrationResult:
 
 def _open_inspector(bundle: Bundle, backend_spec: str) -> Inspector:
     from edge.backends import create_backend
-    from edge.bench import parse_backend_spec
+    from edge.commands.bench import parse_backend_spec
 
     name, opts = parse_backend_spec(backend_spec)
     backend = create_backend(name, bundle, **opts)

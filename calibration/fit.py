@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.scoring import ScoreStats, StatsAccumulator, score_maps
+from edge.processing.scoring import ScoreStats, StatsAccumulator, score_maps
 
 __all__ = ["MapStore", "fit_statistics", "image_scores"]
 

@@ -1,6 +1,6 @@
 """The station's geometry record and its comparison with the training data (numpy only).
 
-Preprocessing (edge/preprocess.py, trd-model.md §9.2) removes the background as the plane
+Preprocessing (edge/processing/preprocess.py, trd-model.md §9.2) removes the background as the plane
 through three image corners and keeps what lies more than ``plane_distance`` above it. What a
 model learnt therefore depends on how the camera sees the scene: how far away the plane is
 (object size in pixels), how tilted it is (depth gradients and normals change, corners move
@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.frames import Frame
-from edge.geometry import fit_background_plane, foreground_mask
+from edge.processing.geometry import fit_background_plane, foreground_mask
 
 __all__ = [
     "FrameGeometry",
@@ -240,7 +240,7 @@ def training_geometry(
 
     Returns ``(geometry or None, note)``; the note says where it came from or why not.
     """
-    from edge.dataset_io import DatasetError, list_samples, load_raw
+    from edge.datasets.dataset_io import DatasetError, list_samples, load_raw
 
     if not dataset or not category:
         return None, (

@@ -4,7 +4,7 @@
 RMS of the flat background). This module turns that RMS into the smallest dent depth the model
 finds, by interpolating **measured detection curves**: image AUROC of geometry-only defects vs
 dent depth (1–5 mm), each measured at one noise level through the stereo camera model
-(edge/sensors.py) with `scripts/sensor_table.py` (docs/sensor-model.md, "Detection vs dent
+(edge/datasets/sensors.py) with `scripts/sensor_table.py` (docs/sensor-model.md, "Detection vs dent
 depth"). A dent counts as detectable when its AUROC reaches `TARGET_AUROC`.
 
 How to read the result: the curves come from one part (the synthetic puck, dents 10–15 mm
@@ -75,7 +75,7 @@ class DetectionCurve:
 # Measured with the recipe above at each camera's default station settings (docs/sensor-model.md,
 # "Detection vs dent depth"). Update both together when the curves are re-measured.
 CURVES: tuple[DetectionCurve, ...] = (
-    # with the height smoothing `trd-edge train` picks for a D405 (σ 3 px; edge.sensors)
+    # with the height smoothing `trd-edge train` picks for a D405 (σ 3 px; edge.datasets.sensors)
     DetectionCurve("D405 0.2 m, 1 frame, smoothing 3 px", 0.27,
                    ((1, 0.845), (2, 0.985), (3, 1.0), (4, 1.0), (5, 1.0))),
     DetectionCurve("D435 0.55 m, 16 frames averaged", 0.28,

@@ -98,7 +98,7 @@ class FileEntry(_Strict):
 
 
 class StatsSpec(_Strict):
-    """Per-modality raw-map statistics (mirrors ``edge.scoring.ScoreStats``)."""
+    """Per-modality raw-map statistics (mirrors ``edge.processing.scoring.ScoreStats``)."""
 
     rgb_mean: float
     rgb_std: float
@@ -120,7 +120,7 @@ SIGMA_RULE = "4*S/256"
 
 
 class SmoothingSpec(_Strict):
-    """How maps are smoothed before the image score (``edge.scoring.smoothing_sigma``).
+    """How maps are smoothed before the image score (``edge.processing.scoring.smoothing_sigma``).
 
     Gaussian, reflect border, truncate 4, with sigma in map pixels proportional to the map side
     S: the reference's 4 px at 256² (1 px at 64²). A manifest without this section (bundles
@@ -210,9 +210,9 @@ class Manifest(_Strict):
 
     @model_validator(mode="after")
     def _check_sigma(self) -> Manifest:
-        # The station smooths with edge.scoring's rule; a manifest that claims another sigma
+        # The station smooths with edge.processing.scoring's rule; a manifest that claims another sigma
         # would be scored differently from what it says, so it is refused.
-        from edge.scoring import smoothing_sigma
+        from edge.processing.scoring import smoothing_sigma
 
         recorded = self.scoring.smoothing.sigma
         expected = smoothing_sigma(self.model.image_size)
@@ -255,7 +255,7 @@ def io_is_raw(io: IOSpec) -> bool:
 
 def model_inputs(io: IOSpec | None, sample: Any) -> tuple[np.ndarray, np.ndarray]:
     """The two input arrays a graph with contract ``io`` takes, from an
-    ``edge.preprocess.PreparedSample``: uint8 RGB and the [0,1] 3D image for a graph that
+    ``edge.processing.preprocess.PreparedSample``: uint8 RGB and the [0,1] 3D image for a graph that
     normalises inside (1.1), normalised float32 for a 1.0 graph or ``io`` None (torch)."""
     if io is not None and io_is_raw(io):
         return sample.rgb_u8[None], sample.x3d_vis[None]
@@ -322,8 +322,8 @@ class Bundle:
         return self.path / self.manifest.files[name].path
 
     def preprocess_config(self):
-        """The bundle's ``edge.preprocess.PreprocessConfig`` (what the model was trained on)."""
-        from edge.preprocess import PreprocessConfig
+        """The bundle's ``edge.processing.preprocess.PreprocessConfig`` (what the model was trained on)."""
+        from edge.processing.preprocess import PreprocessConfig
 
         try:
             return PreprocessConfig(**self.manifest.preprocess)
@@ -335,11 +335,11 @@ class Bundle:
             ) from exc
 
     def score_stats(self):
-        """The bundle's ``edge.scoring.ScoreStats``, or None before any calibration."""
+        """The bundle's ``edge.processing.scoring.ScoreStats``, or None before any calibration."""
         spec = self.manifest.scoring.stats
         if spec is None:
             return None
-        from edge.scoring import ScoreStats
+        from edge.processing.scoring import ScoreStats
 
         return ScoreStats(**spec.model_dump())
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 # it and returning an exit code). Only the chosen sub-command's modules are imported.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("write a synthetic RGB-D dataset (MVTec 3D-AD layout)",
-              "edge.synthetic:add_synth_arguments", "edge.synthetic:run_synth"),
+              "edge.datasets.synthetic:add_synth_arguments", "edge.datasets.synthetic:run_synth"),
     "train": ("train a TRD model on good samples of one category",
               "edge.cli:_add_train", "trainer.cli:run_train"),
     "pretrain-teacher": ("pretrain the light teacher on formula-driven fractal images (offline)",
@@ -41,13 +41,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "calibrate": ("fit the station's score statistics, threshold and geometry into the bundle",
                   "calibration.cli:add_calibrate_args", "calibration.cli:run_calibrate"),
     "bench": ("per-stage latency, FLOPs and throughput per backend",
-              "edge.bench:add_bench_args", "edge.bench:run_bench"),
+              "edge.commands.bench:add_bench_args", "edge.commands.bench:run_bench"),
     "run": ("run the station: camera → model → verdicts over MQTT",
-            "edge.run_cmd:add_run_arguments", "edge.run_cmd:run_run"),
+            "edge.commands.run_cmd:add_run_arguments", "edge.commands.run_cmd:run_run"),
     "doctor": ("first-boot check: camera, GPU/TensorRT, bundle, broker, disk — each with a fix",
-               "edge.doctor:add_doctor_args", "edge.doctor:run_doctor"),
+               "edge.commands.doctor:add_doctor_args", "edge.commands.doctor:run_doctor"),
     "schema": ("print the JSON Schema of the MQTT messages",
-               "edge.cli:_add_schema", "edge.verdict:print_schema"),
+               "edge.cli:_add_schema", "edge.comms.verdict:print_schema"),
     "config": ("check a station configuration file, listing every problem",
                "edge.cli:_add_config", "edge.config:run_config_check"),
 }

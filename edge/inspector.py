@@ -14,9 +14,9 @@ import numpy as np
 from edge.backends.base import Backend
 from edge.bundle import Bundle, BundleError, model_inputs
 from edge.frames import Frame
-from edge.pose import Pose
-from edge.preprocess import PreparedSample, PreprocessConfig, preprocess, roi_pixels
-from edge.scoring import Region, ScoredMaps, ScoreStats, defect_regions, score_maps
+from edge.processing.pose import Pose
+from edge.processing.preprocess import PreparedSample, PreprocessConfig, preprocess, roi_pixels
+from edge.processing.scoring import Region, ScoredMaps, ScoreStats, defect_regions, score_maps
 
 STAGES = ("capture", "preprocess", "h2d", "inference", "d2h", "postprocess", "publish")
 
@@ -95,7 +95,7 @@ class Inspector:
 
     @property
     def working_grid(self) -> dict | None:
-        """What a camera source may register frames at for this bundle (`edge.registration`):
+        """What a camera source may register frames at for this bundle (`edge.processing.registration`):
         ``{"size": G, "roi": fractions | None}``, or None for the reference pipeline."""
         if self.pre.pipeline != "working":
             return None

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.comms.sinks import make_verdict
+from edge.comms.verdict import ModelRef, Verdict
 from edge.frames import Frame
 from edge.inspector import Inspection, Inspector
-from edge.sinks import make_verdict
 from edge.sources.base import FrameSource, FrameTimeout, SourceError
-from edge.verdict import ModelRef, Verdict
 
 log = logging.getLogger(__name__)
 

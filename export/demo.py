@@ -78,7 +78,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> Path:
     """Synthesise, train, evaluate and export once; return the cached bundle directory."""
     from calibration.cli import calibrate
-    from edge.synthetic import write_dataset
+    from edge.datasets.synthetic import write_dataset
     from export.onnx_export import export_bundle
     from trainer.evaluate import evaluate
     from trainer.run import TrainConfig
@@ -148,8 +148,8 @@ def _ui_overrides(address: str) -> dict:
 
 def run_demo(args: argparse.Namespace) -> int:
     """`trd-edge demo` handler."""
+    from edge.commands.run_cmd import assemble, summarise
     from edge.config import load_config
-    from edge.run_cmd import assemble, summarise
 
     recipe = DemoRecipe.for_category(args.category)
     workdir = Path(args.workdir).expanduser()

@@ -204,7 +204,7 @@ def calibration_set(bundle: Bundle, source: str, n_frames: int = DEFAULT_FRAMES)
     Raises ``Int8Error`` naming the source and the fix when it cannot be read or yields too
     few good frames.
     """
-    from edge.preprocess import preprocess
+    from edge.processing.preprocess import preprocess
     from edge.sources import SourceError, open_source
 
     if n_frames < 1:

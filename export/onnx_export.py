@@ -3,7 +3,7 @@
 
 One graph per frame: inputs ``rgb`` and ``x3d`` (1,3,S,S) float32, outputs ``map_rgb`` and
 ``map_3d`` (1,1,S,S) float32 (raw per-modality maps; normalisation, fusion, smoothing and the
-image score follow in ``edge.scoring``). Exported with the TorchScript exporter
+image score follow in ``edge.processing.scoring``). Exported with the TorchScript exporter
 (``dynamo=False``, opset 17): it needs only ``onnx`` and writes one self-contained file (the
 full-size graph is ~1.7 GB, under protobuf's 2 GB limit).
 """
@@ -38,7 +38,7 @@ from edge.bundle import (
     file_entry,
     load_bundle,
 )
-from edge.scoring import smoothing_sigma
+from edge.processing.scoring import smoothing_sigma
 from export.fp16 import HalfBody, check_fp16_graph
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def export_bundle(
                 raise ExportError(str(exc)) from exc
 
     calib = loaded.calibration
-    smoothing = SmoothingSpec(sigma=smoothing_sigma(size))  # what edge.scoring will use
+    smoothing = SmoothingSpec(sigma=smoothing_sigma(size))  # what edge.processing.scoring will use
     scoring = ScoringSpec(smoothing=smoothing)
     if calib is not None:
         scoring = ScoringSpec(
@@ -348,7 +348,7 @@ def export_model_bundle(
     ``preprocess``: more `PreprocessConfig` fields (default: the working pipeline).
     ``int8_source``: add the INT8 graphs calibrated on that many frames of this source.
     """
-    from edge.preprocess import PreprocessConfig
+    from edge.processing.preprocess import PreprocessConfig
 
     out = Path(out_dir)
     _prepare_out_dir(out)

@@ -2,7 +2,7 @@
 
 Runs every backend it can on the same preprocessed frames (onnxruntime FP32 - the reference -
 onnxruntime FP16 and INT8 when the bundle has those graphs, torch when the run is known, TensorRT
-when installed with an engine for this GPU), scores them with the bundle's statistics (``edge.scoring``) and compares every pair:
+when installed with an engine for this GPU), scores them with the bundle's statistics (``edge.processing.scoring``) and compares every pair:
 max / mean |Δ raw map|, max |Δ image score| and the number of flipped verdicts
 (``score > threshold``), split by direction (``a_only``: a flags, b passes) and, on labelled
 frames, the defective frames ``a`` flags that ``b`` passes (``missed_defects``). It agrees when every pair is within the tolerance for its precision
@@ -22,7 +22,7 @@ import numpy as np
 
 from edge.backends.base import Backend, BackendError
 from edge.bundle import MODEL_FP16, MODEL_INT8, Bundle, load_bundle, model_inputs
-from edge.scoring import ScoreStats, StatsAccumulator, image_scores, score_maps
+from edge.processing.scoring import ScoreStats, StatsAccumulator, image_scores, score_maps
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class PairResult:
 
 @dataclass
 class Frames:
-    samples: list  # edge.preprocess.PreparedSample: each backend takes its own input contract
+    samples: list  # edge.processing.preprocess.PreparedSample: each backend takes its own input contract
     source: str
     labels: list[int | None] | None = None  # 0 good / 1 defective, where the source knows
 
@@ -94,13 +94,13 @@ class Frames:
 
 
 def synthetic_frames(bundle: Bundle, n: int, seed: int = 0) -> Frames:
-    """``n`` synthetic scenes (``edge.synthetic.SceneGenerator``) preprocessed for ``bundle``.
+    """``n`` synthetic scenes (``edge.datasets.synthetic.SceneGenerator``) preprocessed for ``bundle``.
 
     Half are good, the rest cycle through the defect types, so verdicts on both sides of the
     threshold are exercised.
     """
-    from edge.preprocess import preprocess
-    from edge.synthetic import CATEGORIES, DEFECT_TYPES, SceneGenerator
+    from edge.datasets.synthetic import CATEGORIES, DEFECT_TYPES, SceneGenerator
+    from edge.processing.preprocess import preprocess
 
     cfg = bundle.preprocess_config()
     category = bundle.manifest.provenance.category
@@ -117,7 +117,7 @@ def synthetic_frames(bundle: Bundle, n: int, seed: int = 0) -> Frames:
 
 
 def _dataset_records(root: Path, category: str):
-    from edge.dataset_io import list_samples
+    from edge.datasets.dataset_io import list_samples
 
     if (root / category).is_dir():
         return list_samples(root, category, "test")
@@ -131,8 +131,8 @@ def _dataset_records(root: Path, category: str):
 
 def folder_frames(bundle: Bundle, root: Path, n: int) -> Frames:
     """Up to ``n`` test samples of a dataset folder (MVTec 3D-AD / Eyecandies layout)."""
-    from edge.dataset_io import load_raw
-    from edge.preprocess import preprocess, preprocess_normals_png
+    from edge.datasets.dataset_io import load_raw
+    from edge.processing.preprocess import preprocess, preprocess_normals_png
 
     cfg = bundle.preprocess_config()
     records = _dataset_records(root, bundle.manifest.provenance.category)
@@ -150,7 +150,7 @@ def folder_frames(bundle: Bundle, root: Path, n: int) -> Frames:
 
 def recording_frames(bundle: Bundle, path: Path, n: int) -> Frames:
     """Up to ``n`` frames of a recording, read through the edge frame sources."""
-    from edge.preprocess import preprocess
+    from edge.processing.preprocess import preprocess
 
     try:
         from edge.sources import open_source  # type: ignore[attr-defined]

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fleet load benchmark: N simulated stations on one mosquitto, an MES with a persistent session.
 
-Each station is the real publishing code (`edge.mqtt.MqttPublisher` with its own client id and
-its own durable `edge.outbox.Outbox`) fed with synthetic verdicts instead of a model, so that 2
+Each station is the real publishing code (`edge.comms.mqtt.MqttPublisher` with its own client id and
+its own durable `edge.comms.outbox.Outbox`) fed with synthetic verdicts instead of a model, so that 2
 cores suffice: ``--rate`` verdicts/s (QoS 1, through the outbox) and heatmaps at
 ``--heatmap-hz`` (QoS 0, ~30 KB). One subscriber with a persistent session (clean_start False,
 session expiry 1 h) stands in for the MES. The broker (persistence on, the production
@@ -37,11 +37,11 @@ import paho.mqtt.client as mqtt
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mes_client import persistent_subscriber  # noqa: E402
 
+from edge.comms.local_broker import LocalBroker, find_mosquitto  # noqa: E402
+from edge.comms.mqtt import MqttPublisher  # noqa: E402
+from edge.comms.outbox import Outbox  # noqa: E402
+from edge.comms.verdict import ModelRef, Verdict  # noqa: E402
 from edge.config import load_config  # noqa: E402
-from edge.local_broker import LocalBroker, find_mosquitto  # noqa: E402
-from edge.mqtt import MqttPublisher  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
-from edge.verdict import ModelRef, Verdict  # noqa: E402
 
 MODEL = ModelRef(id="fleet", sha256="ab" * 32, variant="synthetic/none")
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import load_bundle, model_inputs
-from edge.dataset_io import list_samples, load_raw
-from edge.preprocess import preprocess
-from edge.scoring import StatsAccumulator, image_scores, score_maps
+from edge.datasets.dataset_io import list_samples, load_raw
+from edge.processing.preprocess import preprocess
+from edge.processing.scoring import StatsAccumulator, image_scores, score_maps
 from trainer.inference import threshold_from_scores
 from trainer.metrics import compute_metrics
 

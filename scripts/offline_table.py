@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from edge.synthetic import CATEGORIES, write_dataset
+from edge.datasets.synthetic import CATEGORIES, write_dataset
 from trainer.evaluate import evaluate
 from trainer.run import TrainConfig, read_run_info
 from trainer.train import train

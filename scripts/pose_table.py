@@ -16,9 +16,9 @@ import math
 
 import numpy as np
 
-from edge.geometry import fit_background_plane, foreground_mask
-from edge.pose import pose_auto, pose_from_mask
-from edge.synthetic import SceneGenerator
+from edge.datasets.synthetic import SceneGenerator
+from edge.processing.geometry import fit_background_plane, foreground_mask
+from edge.processing.pose import pose_auto, pose_from_mask
 
 # symmetry period (deg) of each part as it looks (outline, height and print together)
 PERIOD = {"puck": None, "bracket": 360.0, "block": 90.0, "hexagon": 60.0, "disc": 360.0}

@@ -21,8 +21,8 @@ import re
 import time
 from pathlib import Path
 
-from edge.sensors import get_sensor
-from edge.synthetic import write_dataset
+from edge.datasets.sensors import get_sensor
+from edge.datasets.synthetic import write_dataset
 from trainer.evaluate import evaluate
 from trainer.run import TrainConfig
 from trainer.train import train

@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from mes_client import persistent_subscriber  # noqa: E402
 
-from edge.local_broker import LocalBroker, find_mosquitto  # noqa: E402
+from edge.comms.local_broker import LocalBroker, find_mosquitto  # noqa: E402
 
 
 def proc_status(pid: int) -> dict[str, float]:

@@ -34,7 +34,7 @@ def main() -> int:
     ap.add_argument("--cameras", default=",".join(CAMERAS))
     args = ap.parse_args()
 
-    from edge.bench import add_bench_args, run_bench
+    from edge.commands.bench import add_bench_args, run_bench
     from edge.sources.rs_scenes import write_camera_recording
     from export.onnx_export import export_model_bundle
     from trainer.model import TRD

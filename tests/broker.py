@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge.local_broker import MOSQUITTO_HINT, LocalBroker, find_mosquitto, free_port
+from edge.comms.local_broker import MOSQUITTO_HINT, LocalBroker, find_mosquitto, free_port
 
 __all__ = ["LocalBroker", "Received", "Subscriber", "free_port", "start_broker", "wait_until"]
 

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small MVTec 3D-AD-layout tree from the synthetic generator (64 px, one category)."""
-    from edge.synthetic import write_dataset
+    from edge.datasets.synthetic import write_dataset
 
     root = tmp_path_factory.mktemp("synth")
     write_dataset(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.local_broker import find_mosquitto, free_port, port_open
+from edge.comms.local_broker import find_mosquitto, free_port, port_open
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -17,8 +17,8 @@ IMAGE_SIZE = 64
 
 def prepared_split(root: Path, split: str, size: int = IMAGE_SIZE, category: str = "puck"):
     """(samples, labels) for one split of a synthetic dataset, preprocessed (PreparedSample)."""
-    from edge.dataset_io import list_samples, load_raw
-    from edge.preprocess import PreprocessConfig, preprocess
+    from edge.datasets.dataset_io import list_samples, load_raw
+    from edge.processing.preprocess import PreprocessConfig, preprocess
 
     cfg = PreprocessConfig(image_size=size, modality="depth")
     samples, labels = [], []
@@ -33,8 +33,8 @@ def make_run(run_dir: Path, data_root: Path, seed: int = 0, size: int = IMAGE_SI
     """Write a loadable run directory for a random-weight resnet18 TRD."""
     import torch
 
-    from edge.preprocess import PreprocessConfig
-    from edge.scoring import StatsAccumulator, image_scores, score_maps
+    from edge.processing.preprocess import PreprocessConfig
+    from edge.processing.scoring import StatsAccumulator, image_scores, score_maps
     from trainer.model import TRD
     from trainer.run import Calibration, RunInfo, TrainConfig, write_json
 

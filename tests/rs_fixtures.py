@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from edge.datasets.synthetic import SceneGenerator, SyntheticScene
 from edge.frames import Intrinsics
-from edge.synthetic import SceneGenerator, SyntheticScene
 
 DEPTH_UNITS = 0.001
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.dataset_io import list_samples
-from edge.preprocess import PreprocessConfig, preprocess
-from edge.synthetic import SceneGenerator
+from edge.datasets.dataset_io import list_samples
+from edge.datasets.synthetic import SceneGenerator
+from edge.processing.preprocess import PreprocessConfig, preprocess
 from trainer.augment import quarter_turns, rotate_raw
 from trainer.data import RGBDDataset
 
@@ -74,7 +74,7 @@ def test_dataset_turns_samples_reproducibly(tiny_dataset):
 
 
 def test_eyecandies_refuses_rot90(tmp_path):
-    from edge.dataset_io import SampleRecord
+    from edge.datasets.dataset_io import SampleRecord
 
     rec = SampleRecord(
         category="CandyCane", split="train", defect_type="good", label=0,
@@ -91,7 +91,7 @@ def test_continuous_turn_turns_the_normals_with_the_part():
     The puck's groove has slopes in every direction."""
     import math
 
-    from edge.pose import Pose
+    from edge.processing.pose import Pose
 
     scene = SceneGenerator("puck", image_size=128, seed=1).sample()
     cfg = PreprocessConfig(image_size=128, pipeline="working", sobel_ksize=3)
@@ -112,7 +112,7 @@ def test_continuous_turn_turns_the_normals_with_the_part():
 
 
 def test_dataset_rotate_is_reproducible_and_moves_the_mask(tmp_path):
-    from edge.synthetic import write_dataset
+    from edge.datasets.synthetic import write_dataset
 
     write_dataset(tmp_path, ("block",), 64, n_train=0, n_validation=0, n_test_good=0,
                   n_test_per_defect=1, seed=3, progress=False)  # fmt: skip

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from calibration.geometry import measure_xyz
+from edge.datasets.synthetic import SceneGenerator, SyntheticScene
 from edge.frames import Frame, Intrinsics
 from edge.sources import open_source
 from edge.sources.averaging import AveragingSource, average_frames, motion_between
 from edge.sources.base import FrameSource
-from edge.synthetic import SceneGenerator, SyntheticScene
 
 
 class _ListSource(FrameSource):

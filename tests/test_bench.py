@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest_calibration import resnet18_bundle, toy_bundle
 
-from edge.bench import count_onnx_macs, latency_summary, parse_backend_spec, run_bench
+from edge.commands.bench import count_onnx_macs, latency_summary, parse_backend_spec, run_bench
 from edge.inspector import STAGES
 
 SUMMARY_KEYS = {"p50_ms", "p90_ms", "p99_ms", "max_ms"}
@@ -56,7 +56,7 @@ def test_json_has_every_stage_for_every_backend(tmp_path: Path, capsys) -> None:
         assert run["stages"]["publish"]["max_ms"] > 0
     m = doc["machine"]
     assert m["cpu_model"] and m["cpu_cores"] >= 1 and "gpus" in m and m["onnxruntime"]
-    from edge.local_broker import find_mosquitto
+    from edge.comms.local_broker import find_mosquitto
 
     assert ("mosquitto" in doc["publish"]) == (find_mosquitto() is not None)
     [cmp] = doc["comparison"]
@@ -114,7 +114,7 @@ def test_backend_specs_and_summaries() -> None:
 
 def test_bench_and_calibration_import_no_torch() -> None:
     code = (
-        "import sys, edge.bench, calibration.cli, calibration.report; "
+        "import sys, edge.commands.bench, calibration.cli, calibration.report; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     root = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_bench_and_calibration_import_no_torch() -> None:
 
 def test_overhead_is_every_stage_but_inference(tmp_path: Path, capsys) -> None:
     """Issue 18: the work around the model, per frame, and its ratio to the model."""
-    from edge.bench import BenchResult
+    from edge.commands.bench import BenchResult
 
     b = toy_bundle(tmp_path / "toy")
     out = tmp_path / "o.json"

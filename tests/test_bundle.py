@@ -76,8 +76,8 @@ def test_schema_violation_is_reported(bundle_dir: Path) -> None:
 
 
 def test_manifest_records_the_smoothing_rule(bundle_dir: Path) -> None:
-    """scoring.smoothing says what edge.scoring does: sigma 4·S/256 px (1 px at 64², 4 at 256²)."""
-    from edge.scoring import smoothing_sigma
+    """scoring.smoothing says what edge.processing.scoring does: sigma 4·S/256 px (1 px at 64², 4 at 256²)."""
+    from edge.processing.scoring import smoothing_sigma
 
     raw = json.loads((bundle_dir / "manifest.json").read_text())
     assert raw["scoring"]["smoothing"]["rule"] == "4*S/256"

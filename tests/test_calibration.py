@@ -33,8 +33,8 @@ from calibration.threshold import (
 )
 from edge.backends import create_backend
 from edge.bundle import load_bundle
-from edge.geometry import depth_to_xyz
 from edge.inspector import Inspector
+from edge.processing.geometry import depth_to_xyz
 from edge.sources import open_source
 
 GOOD_CAMERA = "synthetic?size=64&defect_rate=0&seed=1"

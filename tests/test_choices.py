@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.geometry import fit_background_plane, foreground_mask
-from edge.pose import pose_auto
-from edge.preprocess import PreprocessConfig
-from edge.synthetic import SceneGenerator, SyntheticScene, write_dataset
+from edge.datasets.synthetic import SceneGenerator, SyntheticScene, write_dataset
+from edge.processing.geometry import fit_background_plane, foreground_mask
+from edge.processing.pose import pose_auto
+from edge.processing.preprocess import PreprocessConfig
 from trainer.choices import choose_align, choose_from_data, choose_sobel
 from trainer.train import preprocess_config_for, resolve_choices
 
@@ -60,7 +60,7 @@ def test_sobel_aperture_follows_the_flat_surface_noise():
 def test_flags_are_kept(tmp_path):
     write_dataset(tmp_path, ("block",), 64, n_train=4, n_validation=0, n_test_good=0,
                   n_test_per_defect=0, seed=1, progress=False)  # fmt: skip
-    from edge.dataset_io import list_samples
+    from edge.datasets.dataset_io import list_samples
 
     records = list_samples(tmp_path, "block", "train")
     base = PreprocessConfig(image_size=64, pipeline="working")

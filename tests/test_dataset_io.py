@@ -1,4 +1,4 @@
-"""Dataset readers (edge/dataset_io.py) and the torch Dataset (trainer/data.py)."""
+"""Dataset readers (edge/datasets/dataset_io.py) and the torch Dataset (trainer/data.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from edge.dataset_io import (
+from edge.datasets.dataset_io import (
     DatasetError,
     dataset_kind,
     list_samples,
@@ -18,8 +18,8 @@ from edge.dataset_io import (
     read_gt,
     read_png_rgb,
 )
-from edge.preprocess import PreprocessConfig
-from edge.synthetic import DEFECT_TYPES, write_dataset
+from edge.datasets.synthetic import DEFECT_TYPES, write_dataset
+from edge.processing.preprocess import PreprocessConfig
 
 
 @pytest.fixture(scope="module")

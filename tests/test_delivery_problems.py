@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from edge import health
+from edge.comms import health
+from edge.comms.monitor import StationMonitor
+from edge.comms.mqtt import MqttPublisher
+from edge.comms.outbox import Outbox
 from edge.config import StationConfig, load_config
-from edge.monitor import StationMonitor
-from edge.mqtt import MqttPublisher
-from edge.outbox import Outbox
 from edge.runloop import LoopStats
 from edge.sources.base import SourceStats
 
@@ -109,7 +109,7 @@ def test_refused_verdicts_are_kept_counted_logged_and_sent_after_the_fix(tmp_pat
 
 @pytest.mark.mqtt
 def test_doctor_acl_probe_catches_a_311_station_the_broker_drops_silently(tmp_path):
-    from edge.doctor import check_broker
+    from edge.commands.doctor import check_broker
 
     broker = acl_broker(tmp_path)
     try:
@@ -239,7 +239,7 @@ def test_tls_expired_certificate_is_named(tmp_path):
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from edge.mqtt import tls_preflight
+    from edge.comms.mqtt import tls_preflight
 
     certs = make_certs(tmp_path / "certs")
     ca_key = serialization.load_pem_private_key((certs["ca.pem"].parent / "ca.key").read_bytes(),
@@ -340,8 +340,8 @@ QUIET = textwrap.dedent(
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(levelname)s %(name)s: %(message)s")
     from edge.config import load_config
-    from edge.mqtt import MqttPublisher
-    from edge.outbox import Outbox
+    from edge.comms.mqtt import MqttPublisher
+    from edge.comms.outbox import Outbox
     cfg = load_config(None, env={}, overrides={"station": "st1", "mqtt.url": sys.argv[1],
         "outbox.path": sys.argv[2], "mqtt.reconnect_min_s": 0.1, "mqtt.reconnect_max_s": 0.2})
     pub = MqttPublisher(cfg, Outbox(sys.argv[2])).start()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.preprocess import PreprocessConfig, preprocess, smooth_heights
-from edge.synthetic import SceneGenerator
+from edge.datasets.synthetic import SceneGenerator
+from edge.processing.preprocess import PreprocessConfig, preprocess, smooth_heights
 
 
 def test_smoothing_lowers_noise_inside_and_keeps_the_edge() -> None:
@@ -67,8 +67,8 @@ def test_train_cli_records_the_smoothing_in_the_preprocessing() -> None:
 
 
 def test_training_on_camera_data_smooths_fine_grained_noise_only(tmp_path) -> None:
-    from edge.sensors import depth_smoothing_for
-    from edge.synthetic import write_dataset
+    from edge.datasets.sensors import depth_smoothing_for
+    from edge.datasets.synthetic import write_dataset
     from trainer.run import TrainConfig
     from trainer.train import resolve_depth_smoothing
 

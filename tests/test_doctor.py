@@ -11,9 +11,15 @@ import pytest
 from conftest_deploy import ProdBroker, start_prod_broker
 from conftest_export import write_toy_bundle
 
-from edge.doctor import add_doctor_args, check_disk, check_outbox, format_report, run_doctor
-from edge.local_broker import free_port
-from edge.outbox import Outbox
+from edge.commands.doctor import (
+    add_doctor_args,
+    check_disk,
+    check_outbox,
+    format_report,
+    run_doctor,
+)
+from edge.comms.local_broker import free_port
+from edge.comms.outbox import Outbox
 
 USERS = {"st-a": "secret-a", "st-b": "secret-b", "mes": "secret-mes"}
 
@@ -55,7 +61,7 @@ def _run(
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] == (code == 0)
     by_name = {c["name"]: c for c in report["checks"]}
-    from edge.doctor import Check
+    from edge.commands.doctor import Check
 
     text = format_report(Check(**c) for c in report["checks"])
     return code, by_name, text
@@ -223,7 +229,7 @@ def test_doctor_imports_no_torch(tmp_path) -> None:
 
     code = (
         "import sys\n"
-        "from edge.doctor import main\n"
+        "from edge.commands.doctor import main\n"
         f"main(['--bundle', {str(tmp_path / 'nope')!r}, '--camera', 'synthetic?size=32', "
         "'--skip', 'broker', 'disk'])\n"
         "assert 'torch' not in sys.modules, 'the doctor imported torch'\n"

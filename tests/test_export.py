@@ -18,7 +18,7 @@ from conftest_export import make_run, prepared_split
 
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import file_entry, load_bundle, model_inputs
-from edge.scoring import image_scores, score_maps
+from edge.processing.scoring import image_scores, score_maps
 from export.fp16 import check_fp16_graph, fp16_graph_report
 from export.onnx_export import ExportError, export_bundle, run_export
 from export.torch_backend import TorchBackend

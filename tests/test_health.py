@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.health import (
+from edge.comms.health import (
     HealthReporter,
     HealthSnapshot,
     check_file,
@@ -156,7 +156,7 @@ def test_sd_notify_sends_ready_and_watchdog(tmp_path: Path, monkeypatch) -> None
 
 
 def test_check_strict_fails_a_degraded_station(tmp_path: Path, capsys) -> None:
-    from edge.health import DegradeLimits
+    from edge.comms.health import DegradeLimits
 
     path = tmp_path / "h.json"
     rep = HealthReporter(path, None, limits=DegradeLimits(broker_away_s=10))

@@ -21,9 +21,9 @@ from fake_gpu import FakeCudaRuntime, TrtKnobs, install_cuda, install_tensorrt, 
 from onnx import TensorProto, numpy_helper
 
 from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
-from edge.bench import run_bench
 from edge.bundle import MODEL_INT8, MODEL_INT8_TRT, BundleError, load_bundle, model_inputs
-from edge.scoring import ScoreStats, image_scores, score_maps
+from edge.commands.bench import run_bench
+from edge.processing.scoring import ScoreStats, image_scores, score_maps
 from export.int8 import (
     Int8Error,
     calibration_set,

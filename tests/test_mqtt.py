@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from edge.comms.mqtt import MqttPublisher
+from edge.comms.outbox import Outbox, OutboxError
+from edge.comms.verdict import ModelRef, Verdict, verdict_json_schema
 from edge.config import StationConfig, load_config
-from edge.mqtt import MqttPublisher
-from edge.outbox import Outbox, OutboxError
-from edge.verdict import ModelRef, Verdict, verdict_json_schema
 
 try:
     from tests.broker import Subscriber, free_port, start_broker, wait_until
@@ -129,7 +129,7 @@ def test_outbox_survives_sigkill(tmp_path):
     code = textwrap.dedent(
         f"""
         import sys
-        from edge.outbox import Outbox
+        from edge.comms.outbox import Outbox
         box = Outbox({str(path)!r})
         i = 0
         while True:
@@ -353,9 +353,9 @@ CHILD = textwrap.dedent(
     import sys, time
     from datetime import datetime, timezone
     from edge.config import load_config
-    from edge.mqtt import MqttPublisher
-    from edge.outbox import Outbox
-    from edge.verdict import ModelRef, Verdict
+    from edge.comms.mqtt import MqttPublisher
+    from edge.comms.outbox import Outbox
+    from edge.comms.verdict import ModelRef, Verdict
 
     url, outbox_path, n, ack_delay = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     cfg = load_config(None, env={}, overrides={
@@ -522,7 +522,7 @@ def check_config_ok(cfg: StationConfig) -> bool:
 
 
 def test_start_local_broker(monkeypatch):
-    from edge import local_broker
+    from edge.comms import local_broker
 
     lb = local_broker.start_local_broker()
     if lb is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from edge.outbox import Outbox
+from edge.comms.outbox import Outbox
 
 
 def test_refuse_keeps_counts_and_requeues_in_order(tmp_path):

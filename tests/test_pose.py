@@ -11,17 +11,17 @@ from conftest_export import write_toy_bundle
 
 from edge.backends import create_backend
 from edge.bundle import load_bundle
+from edge.datasets.synthetic import SceneGenerator, SyntheticScene
 from edge.frames import Frame
-from edge.geometry import fit_background_plane, foreground_mask
 from edge.inspector import Inspector
-from edge.pose import estimate_pose, outline_harmonics, pose_auto, symmetry_order
-from edge.preprocess import PreprocessConfig, preprocess, resize_mask
-from edge.synthetic import SceneGenerator, SyntheticScene
+from edge.processing.geometry import fit_background_plane, foreground_mask
+from edge.processing.pose import estimate_pose, outline_harmonics, pose_auto, symmetry_order
+from edge.processing.preprocess import PreprocessConfig, preprocess, resize_mask
 
 
 def _axis_and_high_end(xyz: np.ndarray) -> tuple[float, float, tuple[float, float]]:
     """Principal-axis angle (deg, in (−90, 90]), mean x of the highest points minus the centroid's
-    x, and the centroid — measured independently of edge.pose (top 10 % heights)."""
+    x, and the centroid — measured independently of edge.processing.pose (top 10 % heights)."""
     plane = fit_background_plane(xyz)
     fg = foreground_mask(xyz) & (xyz[..., 2] != 0)
     ys, xs = np.nonzero(fg)

@@ -1,4 +1,4 @@
-"""Preprocessing (edge/geometry.py, edge/preprocess.py) on hand-built point clouds."""
+"""Preprocessing (edge/processing/geometry.py, edge/processing/preprocess.py) on hand-built point clouds."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.geometry import (
+from edge.processing.geometry import (
     depth_to_xyz,
     fill_holes,
     fit_background_plane,
     foreground_mask,
     normals_image,
 )
-from edge.preprocess import (
+from edge.processing.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreprocessConfig,
@@ -266,7 +266,7 @@ def _timed(fn, *args) -> float:
 
 def test_edge_modules_do_not_import_torch():
     code = (
-        "import sys; import edge.geometry, edge.preprocess, edge.dataset_io, edge.synthetic; "
+        "import sys; import edge.processing.geometry, edge.processing.preprocess, edge.datasets.dataset_io, edge.datasets.synthetic; "
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
         "sys.exit(1 if bad else 0)"
     )

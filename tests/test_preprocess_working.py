@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest_export import write_toy_bundle  # noqa: E402
 
 from edge.bundle import BundleError, load_bundle
+from edge.datasets.synthetic import SceneGenerator
 from edge.frames import Frame
-from edge.preprocess import PreprocessConfig, preprocess
-from edge.synthetic import SceneGenerator
+from edge.processing.preprocess import PreprocessConfig, preprocess
 
 S = 64
 

@@ -265,7 +265,7 @@ def test_writer_rejects_wrong_shapes(tmp_path: Path) -> None:
 
 
 def test_record_from_a_recording_writes_a_readable_dataset(recording, tmp_path: Path) -> None:
-    from edge.dataset_io import list_samples, load_raw
+    from edge.datasets.dataset_io import list_samples, load_raw
     from edge.sources.record import run_record
 
     args = argparse.Namespace(

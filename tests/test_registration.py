@@ -1,4 +1,4 @@
-"""Depth registered at the model's working grid (edge/registration.py), through real recordings
+"""Depth registered at the model's working grid (edge/processing/registration.py), through real recordings
 made with pyrealsense2's software device: depth and colour at different sizes, 15 mm apart, as
 a D435 delivers them. The reference is librealsense's own ``rs.align``."""
 
@@ -15,7 +15,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from rs_fixtures import rs_or_skip  # noqa: E402
 
 from edge.frames import Intrinsics
-from edge.registration import Extrinsics, WorkingGrid, area_resize, register_depth, splat_depth
+from edge.processing.registration import (
+    Extrinsics,
+    WorkingGrid,
+    area_resize,
+    register_depth,
+    splat_depth,
+)
 
 pytestmark = pytest.mark.realsense
 

@@ -1,4 +1,4 @@
-"""The reference's RGB/mask resize (`edge/resample.py`, PreprocessConfig.rgb_resize) against Pillow."""
+"""The reference's RGB/mask resize (`edge/processing/resample.py`, PreprocessConfig.rgb_resize) against Pillow."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.preprocess import (
+from edge.processing.preprocess import (
     PreprocessConfig,
     preprocess,
     preprocess_normals_png,
     resize_mask,
 )
-from edge.resample import pil_bilinear_resize
+from edge.processing.resample import pil_bilinear_resize
 
 Image = pytest.importorskip("PIL.Image")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.verdict import Verdict, verdict_json_schema
+from edge.comms.verdict import Verdict, verdict_json_schema
 
 sys.path.insert(0, str(Path(__file__).parent))
 from broker import Subscriber, start_broker, wait_until  # noqa: E402

@@ -1,4 +1,4 @@
-"""edge/scoring.py: smoothing vs scipy, streaming statistics, score maps, defect regions."""
+"""edge/processing/scoring.py: smoothing vs scipy, streaming statistics, score maps, defect regions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from edge.scoring import (
+from edge.processing.scoring import (
     ScoreStats,
     StatsAccumulator,
     defect_regions,
@@ -144,7 +144,7 @@ def test_defect_regions_on_a_drawn_map():
 
 def test_edge_scoring_imports_neither_torch_nor_scipy():
     code = (
-        "import sys, edge.scoring; "
+        "import sys, edge.processing.scoring; "
         "bad = [m for m in ('torch', 'scipy') if m in sys.modules]; "
         "assert not bad, bad"
     )
@@ -153,7 +153,7 @@ def test_edge_scoring_imports_neither_torch_nor_scipy():
 
 def test_float32_smoothing_at_the_station_matches_float64() -> None:
     """The station smooths in float32 (half the cost); eval keeps float64: same scores."""
-    from edge.scoring import ScoreStats, image_scores, score_maps
+    from edge.processing.scoring import ScoreStats, image_scores, score_maps
 
     rng = np.random.default_rng(3)
     a, b = rng.random((2, 256, 256)).astype(np.float32), rng.random((2, 256, 256)).astype(np.float32)

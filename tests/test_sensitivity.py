@@ -1,6 +1,6 @@
 """What the station can see (calibration/sensitivity.py): the smallest detectable dent at the
 measured depth noise, in `trd-edge calibrate`'s report, tested on software-device recordings
-made through the stereo camera model (edge/sensors.py)."""
+made through the stereo camera model (edge/datasets/sensors.py)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from calibration.sensitivity import (
     sensitivity_for,
     smallest_detectable_dent,
 )
+from edge.datasets.synthetic import SceneGenerator
 from edge.frames import Intrinsics
-from edge.synthetic import SceneGenerator
 
 
 def _depth(noise_mm: float) -> float:

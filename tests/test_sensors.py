@@ -1,4 +1,4 @@
-"""Stereo camera models (edge/sensors.py) and `trd-edge synth --sensor`."""
+"""Stereo camera models (edge/datasets/sensors.py) and `trd-edge synth --sensor`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from calibration.geometry import plane_noise
-from edge.sensors import SENSORS, StereoSensor, get_sensor
-from edge.synthetic import DEFECT_TYPES, SceneGenerator, add_synth_arguments, run_synth
+from edge.datasets.sensors import SENSORS, StereoSensor, get_sensor
+from edge.datasets.synthetic import DEFECT_TYPES, SceneGenerator, add_synth_arguments, run_synth
 
 N = 128
 
@@ -239,8 +239,8 @@ def test_synth_cli_with_a_sensor(tmp_path: Path, capsys) -> None:
 
 def test_synth_average_frames_writes_the_station_mean(tmp_path: Path) -> None:
     from calibration.geometry import measure_xyz
-    from edge.dataset_io import list_samples, load_raw
-    from edge.synthetic import write_dataset
+    from edge.datasets.dataset_io import list_samples, load_raw
+    from edge.datasets.synthetic import write_dataset
 
     rms, clouds = {}, {}
     for n in (1, 4):

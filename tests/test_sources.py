@@ -192,7 +192,7 @@ def _expected_test_count(root: Path) -> int:
 
 
 def test_folder_replays_a_category_in_order_with_truth(tiny_dataset: Path) -> None:
-    from edge.dataset_io import list_samples, load_raw
+    from edge.datasets.dataset_io import list_samples, load_raw
 
     source = open_source(f"folder:{tiny_dataset / 'puck'}?split=test")
     with source:
@@ -269,7 +269,7 @@ def _record_args(out: Path, camera: str, frames: int, **kw) -> argparse.Namespac
 
 
 def test_record_writes_good_frames_that_list_samples_reads(tmp_path: Path, capsys) -> None:
-    from edge.dataset_io import list_samples, load_raw
+    from edge.datasets.dataset_io import list_samples, load_raw
     from edge.sources.record import run_record
 
     camera = "synthetic?size=32&defect_rate=0.5&seed=1"

@@ -114,9 +114,9 @@ def _overlap(a: dict, b: dict, sx: float, sy: float) -> bool:
 def _skewed_recording(path: Path, skew_ms: float, fps: int = 6, n: int = 4) -> Path:
     from rs_fixtures import DEPTH_UNITS
 
+    from edge.datasets.synthetic import SceneGenerator
     from edge.frames import Intrinsics
     from edge.sources.rs_software import write_recording, xyz_to_depth
-    from edge.synthetic import SceneGenerator
 
     gen = SceneGenerator("puck", image_size=SIZE, seed=1)
     fx, fy, cx, cy = gen.intrinsics

@@ -1,5 +1,5 @@
 """`trd-edge calibrate` measures the station's depth noise (calibration/geometry.py), tested on
-software-device recordings made through the stereo camera model (edge/sensors.py)."""
+software-device recordings made through the stereo camera model (edge/datasets/sensors.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rs_fixtures import rs_or_skip
 
 from calibration.cli import calibrate
 from calibration.geometry import compare_geometry, measure_xyz
+from edge.datasets.synthetic import SceneGenerator
 from edge.frames import Intrinsics
-from edge.synthetic import SceneGenerator
 
 
 def _record(path: Path, sensor: str, distance: float, n: int = 24) -> SceneGenerator:

@@ -1,4 +1,4 @@
-"""Synthetic RGB-D generator (edge/synthetic.py)."""
+"""Synthetic RGB-D generator (edge/datasets/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from edge.dataset_io import list_samples, load_raw
-from edge.geometry import foreground_mask
-from edge.preprocess import PreprocessConfig, preprocess, resize_mask
-from edge.synthetic import (
+from edge.datasets.dataset_io import list_samples, load_raw
+from edge.datasets.synthetic import (
     CATEGORIES,
     DEFECT_TYPES,
     SceneGenerator,
@@ -19,6 +17,8 @@ from edge.synthetic import (
     run_synth,
     write_dataset,
 )
+from edge.processing.geometry import foreground_mask
+from edge.processing.preprocess import PreprocessConfig, preprocess, resize_mask
 
 ALL = ("good",) + DEFECT_TYPES
 

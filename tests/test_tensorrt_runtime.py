@@ -24,10 +24,10 @@ from fake_gpu import (
 )
 
 import edge.backends.tensorrt_build as tb
-from edge import doctor
 from edge.backends import BackendError, create_backend
 from edge.backends.tensorrt_backend import TensorRTBackend
 from edge.bundle import default_io, load_bundle
+from edge.commands import doctor
 
 SIZE = 16
 NOTHING_LEFT = {"device": 0, "pinned": 0, "streams": 0, "events": 0}

@@ -102,8 +102,8 @@ def test_ui_address_flag() -> None:
 
 
 def test_station_without_ui_serves_nothing(tmp_path: Path) -> None:
+    from edge.commands.run_cmd import assemble
     from edge.config import load_config
-    from edge.run_cmd import assemble
 
     config = load_config(None, env={}, overrides={
         "bundle": str(_bundle(tmp_path / "bundle")),
@@ -256,9 +256,9 @@ def test_live_view_in_chromium_shows_what_mqtt_got(tmp_path: Path) -> None:
 
 def test_bench_ui_handoff_costs_the_loop_under_a_millisecond(tmp_path: Path) -> None:
     """`trd-edge bench --ui`: the run loop's hand-off with a page open, timed per frame."""
-    from edge.bench import bench_backend, publish_stage
     from edge.bundle import load_bundle
-    from edge.run_cmd import model_ref
+    from edge.commands.bench import bench_backend, publish_stage
+    from edge.commands.run_cmd import model_ref
     from edge.ui.client import bench_view
 
     bundle = _bundle(tmp_path / "bundle")
@@ -283,12 +283,12 @@ def test_grid_frames_map_the_picture_to_the_camera_roi(tmp_path: Path) -> None:
     must know the picture is that part of the camera frame (for the ROI helper)."""
     from edge.backends import create_backend
     from edge.bundle import load_bundle
+    from edge.comms.sinks import make_verdict
+    from edge.comms.verdict import ModelRef
     from edge.frames import Frame
     from edge.inspector import Inspector
-    from edge.sinks import make_verdict
     from edge.sources import open_source
     from edge.ui.state import LiveView, UiState
-    from edge.verdict import ModelRef
 
     bundle = load_bundle(_bundle(tmp_path / "bundle"))
     inspector = Inspector(bundle, create_backend("onnxruntime", bundle))

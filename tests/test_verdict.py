@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
-from edge.verdict import (
+from edge.comms.verdict import (
     SCHEMA_FILE,
     MetricsMessage,
     StatusMessage,
@@ -98,7 +98,7 @@ def test_bad_values_are_rejected():
 
 def test_shipped_schema_file_equals_generated():
     assert SCHEMA_FILE.read_text(encoding="utf-8") == schema_text(verdict_json_schema()), (
-        "edge/schemas/verdict.schema.json is stale: run `python -m edge.verdict`"
+        "edge/schemas/verdict.schema.json is stale: run `python -m edge.comms.verdict`"
     )
 
 

@@ -27,7 +27,7 @@ Augment = Literal["none", "rot90", "rotate"]
 # ``rotate``: a continuous turn of ±ROTATE_DEG after the alignment (issue 13). Alignment leaves
 # a residue (a fraction of a degree on the synthetic parts, more on real ones: a worn edge, a
 # print off by a few degrees); the student should not call that a defect. The turn is applied
-# to the aligned frame (`edge.preprocess.preprocess(turn_deg=...)`), so heights and RGB turn
+# to the aligned frame (`edge.processing.preprocess.preprocess(turn_deg=...)`), so heights and RGB turn
 # together and the normals are computed from the turned heights, as for a part lying so.
 ROTATE_DEG = 15.0
 

@@ -3,7 +3,7 @@ training images (issue 13). Torch-free; `trainer.train` calls `choose_from_data`
 the user left open and records the result in run.json (``auto_choices``).
 
 **Alignment.** A part in a fixture sits at one place and angle; a part on a conveyor moves and
-turns. `edge.pose.pose_auto` on the good training images gives each one's centroid and angle:
+turns. `edge.processing.pose.pose_auto` on the good training images gives each one's centroid and angle:
 when the centroids stay within ``FIXTURE_SHIFT`` of the frame and the angles within
 ``FIXTURE_TURN``, the part is fixtured and is not aligned ("none": nothing is warped, so nothing
 can get worse); otherwise every part is brought to its canonical pose ("auto", any shape). The
@@ -29,10 +29,10 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from edge.dataset_io import SampleRecord, load_raw
-from edge.geometry import fit_background_plane, foreground_mask
-from edge.pose import outline_harmonics, pose_auto, symmetry_order
-from edge.preprocess import PreprocessConfig, preprocess
+from edge.datasets.dataset_io import SampleRecord, load_raw
+from edge.processing.geometry import fit_background_plane, foreground_mask
+from edge.processing.pose import outline_harmonics, pose_auto, symmetry_order
+from edge.processing.preprocess import PreprocessConfig, preprocess
 
 APERTURES = (3, 5, 7)
 MAX_FLAT_TILT_DEG = 33.0  # median interior normal tilt an aperture may reach (noise, not shape)

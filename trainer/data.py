@@ -1,4 +1,4 @@
-"""Torch Dataset over the torch-free readers (`edge.dataset_io`) and preprocessing (`edge.preprocess`).
+"""Torch Dataset over the torch-free readers (`edge.datasets.dataset_io`) and preprocessing (`edge.processing.preprocess`).
 
 The model sees exactly what the edge station computes: this module only converts the
 `PreparedSample` arrays to tensors.
@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from edge.dataset_io import SampleRecord, load_raw
-from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
+from edge.datasets.dataset_io import SampleRecord, load_raw
+from edge.processing.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
 from trainer.augment import Augment, continuous_turn, quarter_turns, rotate_raw
 
 __all__ = ["RGBDDataset", "make_loader"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from edge.dataset_io import list_samples
-from edge.scoring import image_scores, score_maps
+from edge.datasets.dataset_io import list_samples
+from edge.processing.scoring import image_scores, score_maps
 from trainer.data import make_loader
 from trainer.inference import calibrate_on, iter_maps
 from trainer.metrics import compute_metrics

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edge.scoring import StatsAccumulator, image_scores, score_maps
+from edge.processing.scoring import StatsAccumulator, image_scores, score_maps
 from trainer.model import TRD
 from trainer.run import Calibration
 

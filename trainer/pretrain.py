@@ -138,7 +138,7 @@ def offline_teacher_path(backbone: str) -> Path:
     return path
 
 
-# ImageNet normalisation: the teacher sees inputs normalised like this (edge.preprocess).
+# ImageNet normalisation: the teacher sees inputs normalised like this (edge.processing.preprocess).
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.dataset_io import SampleRecord, load_raw
-from edge.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
+from edge.datasets.dataset_io import SampleRecord, load_raw
+from edge.processing.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
 from trainer.report import ReportSample, build_curves, write_report
 
 log = logging.getLogger(__name__)

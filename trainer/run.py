@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge.preprocess import PreprocessConfig
-from edge.scoring import ScoreStats
+from edge.processing.preprocess import PreprocessConfig
+from edge.processing.scoring import ScoreStats
 from trainer.choices import AutoChoices
 
 if TYPE_CHECKING:  # torch-side types only for annotations
@@ -79,7 +79,7 @@ class TrainConfig(BaseModel):
         "trainer.train.resolve_depth_smoothing)",
     )
     align: Literal["none", "principal-axis", "auto"] | None = Field(
-        "none", description="pose normalisation of freely lying parts (edge/pose.py); None: "
+        "none", description="pose normalisation of freely lying parts (edge/processing/pose.py); None: "
         "chosen from the data with choose_from_data, else 'none'",
     )
     # Runs recorded before it have no key: nothing was chosen for them.
@@ -93,7 +93,7 @@ class TrainConfig(BaseModel):
     )
     # Runs recorded before preprocessing version 2 have no key: they used the reference path.
     preprocess: Literal["reference", "working"] = Field(
-        "reference", description="preprocessing pipeline (edge.preprocess.PreprocessConfig)"
+        "reference", description="preprocessing pipeline (edge.processing.preprocess.PreprocessConfig)"
     )
     roi: tuple[float, float, float, float] | None = Field(
         None, description="region of interest, fractions of the frame (x0, y0, x1, y1)"

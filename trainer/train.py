@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from edge.dataset_io import dataset_kind, list_samples
-from edge.preprocess import PreprocessConfig, sobel_ksize_for
+from edge.datasets.dataset_io import dataset_kind, list_samples
+from edge.processing.preprocess import PreprocessConfig, sobel_ksize_for
 from trainer.choices import AutoChoices, choose_from_data, describe
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
@@ -184,14 +184,14 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
 def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``depth_smoothing`` filled in when None: from the data set's camera record
     (``<category>/calibration/sensor.json``, written by ``trd-edge synth --sensor``) by
-    `edge.sensors.depth_smoothing_for`, else 0 (off). The choice is printed."""
+    `edge.datasets.sensors.depth_smoothing_for`, else 0 (off). The choice is printed."""
     if cfg.depth_smoothing is not None:
         return cfg
     record = Path(cfg.data_root) / cfg.category / "calibration" / "sensor.json"
     sigma = 0.0
     if record.is_file():
-        from edge.dataset_io import load_raw
-        from edge.sensors import depth_smoothing_for
+        from edge.datasets.dataset_io import load_raw
+        from edge.datasets.sensors import depth_smoothing_for
 
         info = json.loads(record.read_text())
         first = list_samples(cfg.data_root, cfg.category, "train")[0]
@@ -200,7 +200,7 @@ def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
         corr = float(info["noise_correlation_px"]) * cfg.image_size / (width * (x1 - x0))
         sigma = depth_smoothing_for(corr)
         print(f"depth smoothing σ = {sigma:g} model px (the camera record's noise correlation "
-              f"length is {corr:.1f} model px; edge.sensors.depth_smoothing_for)", flush=True)
+              f"length is {corr:.1f} model px; edge.datasets.sensors.depth_smoothing_for)", flush=True)
     return cfg.model_copy(update={"depth_smoothing": sigma})
 
 

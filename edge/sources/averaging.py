@@ -1,7 +1,7 @@
 """Temporal averaging of a part that stands still: N frames in, one quieter frame out.
 
 A stereo camera's depth noise is mostly independent from frame to frame, so the mean of N
-frames of a part that does not move has ``1/√N`` of the noise (`edge.sensors`: a D435 at
+frames of a part that does not move has ``1/√N`` of the noise (`edge.datasets.sensors`: a D435 at
 0.55 m has ≈ 1.1 mm RMS; 8 frames ≈ 0.4 mm). `AveragingSource` wraps any frame source
 (`open_source` wraps a RealSense camera or recording when ``camera.realsense.average_frames``
 > 1) and delivers one frame per ``n`` consecutive frames of a still part:

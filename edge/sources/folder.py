@@ -2,7 +2,7 @@
 
 ``DIR`` may be
 - a category folder ``<root>/<category>`` with ``train/validation/test`` splits — read through
-  `edge.dataset_io.list_samples`, exactly as training and evaluation list it;
+  `edge.datasets.dataset_io.list_samples`, exactly as training and evaluation list it;
 - a split folder or a single ``<type>`` folder (``.../test/geometry``);
 - any folder with ``rgb/*.png`` and ``xyz/*.tiff`` sub-folders, at any depth below ``DIR``.
 
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.dataset_io import SPLITS, DatasetError, list_samples, read_png_rgb, read_xyz_tiff
+from edge.datasets.dataset_io import SPLITS, DatasetError, list_samples, read_png_rgb, read_xyz_tiff
 from edge.frames import Frame
 from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError
 from edge.sources.options import FolderOptions

@@ -140,7 +140,7 @@ def check_depth_units(units: float, max_depth_m: float) -> None:
 
 
 class SyntheticOptions(_Strict):
-    """The synthetic RGB-D camera (edge.synthetic.SceneGenerator)."""
+    """The synthetic RGB-D camera (edge.datasets.synthetic.SceneGenerator)."""
 
     category: str = "puck"
     defect_rate: float = Field(0.2, ge=0.0, le=1.0)

@@ -10,11 +10,11 @@ when processing is slower than the recording. Each frameset then goes through th
 2. registration of depth to colour. When the station has told the source its bundle's working
    grid (`set_working_grid`, from `Inspector.attach`), depth is projected straight onto that
    grid over the colour image's ROI with the streams' intrinsics and extrinsics
-   (`edge.registration`) and the colour ROI is area-resized to it: the cost follows the model's
+   (`edge.processing.registration`) and the colour ROI is area-resized to it: the cost follows the model's
    input, not the camera (a 1920×1080 frame never exists as floats). Without a grid (recording,
    reference-pipeline bundles) ``rs.align(rs.stream.color)`` at full colour resolution;
 3. raw Z16 × depth scale (read from the device's depth sensor) → metres → organised xyz with the
-   registered image's intrinsics (`edge.geometry.depth_to_xyz`), the same cloud layout as an
+   registered image's intrinsics (`edge.processing.geometry.depth_to_xyz`), the same cloud layout as an
    MVTec 3D-AD xyz TIFF.
 
 Frame counters are watched: a frameset whose depth or colour frame repeats the previous one (the
@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 
 from edge.frames import Frame, Intrinsics
-from edge.geometry import depth_to_xyz, grid_to_xyz
-from edge.registration import (
+from edge.processing.geometry import depth_to_xyz, grid_to_xyz
+from edge.processing.registration import (
     SUPPORTED_DISTORTION,
     DepthRegistration,
     Extrinsics,
@@ -703,7 +703,7 @@ class RealSenseSource(FrameSource):
             ) from exc
 
     def _grid_supported(self, p_depth: Any, color: Any) -> bool:
-        """Whether edge.registration handles these lenses (pinhole, Brown–Conrady variants);
+        """Whether edge.processing.registration handles these lenses (pinhole, Brown–Conrady variants);
         otherwise rs.align at full resolution, and preprocessing brings the frame to the grid."""
         d_intr, _, c_intr = self._stream_geometry(p_depth, color)
         bad = [i.model for i in (d_intr, c_intr)

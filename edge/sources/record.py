@@ -1,6 +1,6 @@
 """``trd-edge record``: collect a station's own training set from any frame source.
 
-Frames are written in the MVTec 3D-AD layout that training reads (`edge.dataset_io`)::
+Frames are written in the MVTec 3D-AD layout that training reads (`edge.datasets.dataset_io`)::
 
     <out>/<category>/<split>/good/rgb/NNN.png     (8-bit RGB)
     <out>/<category>/<split>/good/xyz/NNN.tiff    (float32 H×W×3 metres, zeros = no return)

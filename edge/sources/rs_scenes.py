@@ -5,8 +5,8 @@ sensor (often 1920×1080) about 15 mm beside it, with another field of view. Our
 recordings had depth already registered to colour; this one is made like the camera's: each
 synthetic scene is rendered in the colour camera's frame, resampled to the colour resolution,
 and its points are moved into the depth camera (`depth_to_color` inverted) and z-buffered into
-the depth image (`edge.registration.splat_depth`). The station must then register depth back
-to colour itself, through ``rs.align`` or `edge.registration`, exactly as with a real camera.
+the depth image (`edge.processing.registration.splat_depth`). The station must then register depth back
+to colour itself, through ``rs.align`` or `edge.processing.registration`, exactly as with a real camera.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from edge.frames import Intrinsics
-from edge.geometry import depth_to_xyz
-from edge.registration import Extrinsics, WorkingGrid, splat_depth
+from edge.processing.geometry import depth_to_xyz
+from edge.processing.registration import Extrinsics, WorkingGrid, splat_depth
 
 __all__ = ["D435_BASELINE_M", "camera_pair", "scene_frames", "write_camera_recording"]
 
@@ -63,7 +63,7 @@ def scene_frames(
     depth_units: float = 0.001,
 ) -> tuple[Intrinsics, Intrinsics, Extrinsics, Iterator[tuple], list[dict]]:
     """Intrinsics, extrinsics, the frames ``(rgb, depth_z16, number)`` and their truth."""
-    from edge.synthetic import DEFECT_TYPES, SceneGenerator
+    from edge.datasets.synthetic import DEFECT_TYPES, SceneGenerator
 
     gen = SceneGenerator(category, image_size=scene_size, seed=seed)
     d_intr, c_intr, d2c = camera_pair(gen.intrinsics, scene_size, depth_size, color_size)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edge.frames import Intrinsics
-from edge.registration import Extrinsics
+from edge.processing.registration import Extrinsics
 from edge.sources.pacing import Pacer
 from edge.sources.realsense import require_pyrealsense2
 

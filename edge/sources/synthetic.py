@@ -1,8 +1,8 @@
 """The synthetic RGB-D scene generator as a camera (``synthetic[:category][?...]``).
 
-Lets the whole edge loop run with no hardware: every frame is a fresh `edge.synthetic` scene,
+Lets the whole edge loop run with no hardware: every frame is a fresh `edge.datasets.synthetic` scene,
 defective with probability ``defect_rate`` (defect type drawn uniformly from
-`edge.synthetic.DEFECT_TYPES`). Each frame's ``meta`` carries the truth — ``label`` (0 good,
+`edge.datasets.synthetic.DEFECT_TYPES`). Each frame's ``meta`` carries the truth — ``label`` (0 good,
 1 defective), ``defect_type``, ``category`` — so a run can be scored against it.
 """
 
@@ -35,7 +35,7 @@ class SyntheticSource(FrameSource):
         self.intrinsics: Intrinsics | None = None
 
     def _open(self) -> None:
-        from edge.synthetic import DEFECT_TYPES, SceneGenerator
+        from edge.datasets.synthetic import DEFECT_TYPES, SceneGenerator
 
         opts = self.options
         try:

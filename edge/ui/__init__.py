@@ -9,7 +9,7 @@ Three parts, each in its own module:
 - `edge.ui.server`: the read-only HTTP server (page, JSON, Server-Sent Events, pictures);
 - ``static/``: the page (HTML, JavaScript, CSS; no build step, nothing from the network).
 
-Usage (what `edge.run_cmd.assemble` does)::
+Usage (what `edge.commands.run_cmd.assemble` does)::
 
     with open_ui(config.ui, station, backend="onnxruntime-fp32") as ui:
         station.loop.on_verdict = ui.live.on_verdict
@@ -75,7 +75,7 @@ def serve(config: UiConfig, status: Any, static: dict[str, Any]) -> LiveUi:
 
 @contextlib.contextmanager
 def open_ui(config: UiConfig, station: Any, backend: str = "") -> Iterator[LiveUi]:
-    """The live view of an assembled `edge.run_cmd.Station`; closed on exit."""
+    """The live view of an assembled `edge.commands.run_cmd.Station`; closed on exit."""
     from edge.ui.state import StationStatus
 
     status = StationStatus(station, backend)

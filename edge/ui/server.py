@@ -1,6 +1,6 @@
 """The live view's HTTP server: one page, its static files, pictures, JSON and an event stream.
 
-Standard library only (``http.server`` in daemon threads, as `edge.health`); read-only: every
+Standard library only (``http.server`` in daemon threads, as `edge.comms.health`); read-only: every
 method but GET and HEAD answers 405. Routes:
 
 - ``/`` the page; ``/static/<file>`` its script and style (shipped in the package, no CDN);

@@ -26,8 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge.comms.verdict import Verdict
 from edge.inspector import Inspection
-from edge.verdict import Verdict
 
 __all__ = ["LiveView", "StationStatus", "UiState", "render_pictures"]
 
@@ -90,7 +90,7 @@ def _jpeg(bgr: np.ndarray, quality: int) -> bytes:
 def heat_rgba(fused: np.ndarray, threshold: float) -> np.ndarray:
     """The fused map as a BGRA image: JET colours, more opaque where the score is higher.
 
-    The colour scale spans at least threshold ± 1 (as `edge.sinks.heatmap_image`), so a good
+    The colour scale spans at least threshold ± 1 (as `edge.comms.sinks.heatmap_image`), so a good
     part stays blue instead of being stretched to full range.
     """
     lo = min(float(fused.min()), threshold - 1.0)
@@ -207,7 +207,7 @@ def _pct(values: list[float], q: float) -> float | None:
 
 
 class StationStatus:
-    """The station's state for the page, read from the parts `edge.run_cmd.assemble` made.
+    """The station's state for the page, read from the parts `edge.commands.run_cmd.assemble` made.
 
     Everything it reads is either a counter the loop updates (read without locking) or the
     publisher's outbox gauges (one short SQLite read, as the health monitor does each second).

@@ -58,7 +58,7 @@ def check_xyz(xyz: np.ndarray, name: str = "xyz") -> np.ndarray:
     if xyz.ndim != 3 or xyz.shape[2] != 3:
         raise ValueError(
             f"{name} must be an organised point cloud of shape H×W×3, got shape {xyz.shape}; "
-            "convert a depth map with edge.geometry.depth_to_xyz first"
+            "convert a depth map with edge.processing.geometry.depth_to_xyz first"
         )
     if not np.issubdtype(xyz.dtype, np.floating):
         raise ValueError(

@@ -125,7 +125,7 @@ def check_python() -> list[Check]:
         (found if ver else missing).append(f"{name} {ver}" if ver else name)
     trd = _version("edge") or "?"
     try:
-        from edge.verdict import software_version
+        from edge.comms.verdict import software_version
 
         trd = software_version()
     except Exception:  # noqa: BLE001 - version lookup must not break the doctor
@@ -820,7 +820,7 @@ def check_outbox(outbox_path: Path) -> Check:
     """Verdicts waiting in the outbox (a busy outbox means the broker has been away)."""
     if not outbox_path.exists():
         return Check("outbox", "ok", f"{outbox_path}: not created yet (empty)")
-    from edge.outbox import Outbox, OutboxError
+    from edge.comms.outbox import Outbox, OutboxError
 
     try:
         with Outbox(outbox_path) as box:
@@ -955,7 +955,7 @@ def run_doctor(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edge.doctor`` (same as ``trd-edge doctor``)."""
+    """``python -m edge.commands.doctor`` (same as ``trd-edge doctor``)."""
     parser = argparse.ArgumentParser(prog="trd-edge doctor", description=__doc__.split("\n")[0])
     add_doctor_args(parser)
     return run_doctor(parser.parse_args(argv))

@@ -44,7 +44,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from edge.sensors import SENSORS, SensorDraw, SensorSpec, StereoSensor, get_sensor
+from edge.datasets.sensors import SENSORS, SensorDraw, SensorSpec, StereoSensor, get_sensor
 
 __all__ = [
     "CATEGORIES",
@@ -146,7 +146,7 @@ class SceneGenerator:
             image_size: side of the square images (px).
             seed: seeds every random choice of the scenes.
             sensor: ``None``/``"ideal"`` (mild Gaussian depth noise, no quantisation: the data
-                every earlier release wrote, bit for bit), a name in `edge.sensors.SENSORS` or
+                every earlier release wrote, bit for bit), a name in `edge.datasets.sensors.SENSORS` or
                 a `SensorSpec`. The sensor's noise has its own random stream, so the scenes
                 (parts, poses, defects) are the same with every sensor for a seed.
             distance: camera-to-support distance (m) of this category's station; ``None``
@@ -749,7 +749,7 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "--sensor",
         default="ideal",
         choices=["ideal", *SENSORS],
-        help="depth camera model (edge/sensors.py): ideal = mild noise, no quantisation (the "
+        help="depth camera model (edge/datasets/sensors.py): ideal = mild noise, no quantisation (the "
         "default data); d435 / d405 = Intel's RMS model, correlated noise, depth units, IR "
         "shadows, flying pixels, exposure and white-balance changes",
     )

@@ -15,17 +15,17 @@ from typing import Any
 from edge.allocator import keep_temporaries_on_heap
 from edge.backends import create_backend
 from edge.bundle import MODEL_FP32, Bundle, load_bundle
+from edge.comms.health import DegradeLimits, HealthReporter
+from edge.comms.local_broker import MOSQUITTO_HINT, LocalBroker, start_local_broker
+from edge.comms.monitor import StationMonitor
+from edge.comms.mqtt import MqttPublisher
+from edge.comms.outbox import Outbox
+from edge.comms.sinks import ConsoleSink, MqttSink
+from edge.comms.verdict import ModelRef
 from edge.config import StationConfig, cli_overrides, load_config
-from edge.health import DegradeLimits, HealthReporter
 from edge.inspector import Inspector
-from edge.local_broker import MOSQUITTO_HINT, LocalBroker, start_local_broker
-from edge.monitor import StationMonitor
-from edge.mqtt import MqttPublisher
-from edge.outbox import Outbox
 from edge.runloop import LoopStats, RunLoop, latency_summary, verdict_emitter
-from edge.sinks import ConsoleSink, MqttSink
 from edge.sources import open_source, parse_spec
-from edge.verdict import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def _probe_broker_once(config: StationConfig) -> None:
     MQTT 3.1.1 brokers drop a refused publish silently, so this is the only early sign of a
     station whose user may not write its topics; with MQTT 5 it warns before the first verdict.
     """
-    from edge.doctor import check_broker
+    from edge.commands.doctor import check_broker
 
     def probe() -> None:
         try:

@@ -52,9 +52,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.config import MqttEndpoint, StationConfig, parse_mqtt_url, redact_url
-from edge.outbox import Outbox, OutboxMessage
-from edge.verdict import (
+from edge.comms.outbox import Outbox, OutboxMessage
+from edge.comms.verdict import (
     SCHEMA_VERSION,
     MetricsMessage,
     ModelRef,
@@ -63,6 +62,7 @@ from edge.verdict import (
     software_version,
     utc_now,
 )
+from edge.config import MqttEndpoint, StationConfig, parse_mqtt_url, redact_url
 
 __all__ = [
     "MqttEndpoint",

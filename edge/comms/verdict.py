@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_ID = "https://trd-edge.invalid/schemas/verdict.schema.json"
-SCHEMA_FILE = Path(__file__).with_name("schemas") / "verdict.schema.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "schemas" / "verdict.schema.json"
 # The latency stages the run loop reports (other keys are allowed, e.g. a backend's own split).
 LATENCY_STAGES = ("capture", "preprocess", "inference", "postprocess", "publish", "total")
 
@@ -205,5 +205,5 @@ def print_schema(args: argparse.Namespace | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # python -m edge.verdict  -> regenerate the shipped schema
+if __name__ == "__main__":  # python -m edge.comms.verdict  -> regenerate the shipped schema
     print(write_verdict_schema())

@@ -4,7 +4,7 @@ A supervisor (systemd, Docker/compose ``healthcheck``, Kubernetes, a PLC gateway
 
 - the **health file** (``TRD_EDGE_HEALTH_FILE``, e.g. ``/run/trd-edge/health.json``), rewritten
   atomically (temp file + rename) on every `HealthReporter.update`, so a reader never sees half a
-  file; ``python -m edge.health check --file F`` exits 0 when healthy, 1 otherwise;
+  file; ``python -m edge.comms.health check --file F`` exits 0 when healthy, 1 otherwise;
 - ``GET /healthz`` on ``TRD_EDGE_HEALTH_PORT`` (200 unless failed / 503 failed, JSON body with
   reasons): the liveness probe, restart on failure;
 - ``GET /readyz``: 200 only when ``ok`` (503 when degraded or failed): readiness / alerting;
@@ -533,9 +533,9 @@ def check_file(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edge.health check --file F [--max-age S] [--strict]``: exit 0 when not
+    """``python -m edge.comms.health check --file F [--max-age S] [--strict]``: exit 0 when not
     failed (with --strict: only when ok), 1 otherwise."""
-    parser = argparse.ArgumentParser(prog="python -m edge.health")
+    parser = argparse.ArgumentParser(prog="python -m edge.comms.health")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="check a station's health file (for container healthchecks)")
     p.add_argument("--file", default=os.environ.get(ENV_FILE), help=f"default: ${ENV_FILE}")

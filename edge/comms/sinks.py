@@ -10,9 +10,9 @@ from typing import Protocol, TextIO
 import cv2
 import numpy as np
 
+from edge.comms.mqtt import MqttPublisher
+from edge.comms.verdict import DefectRegion, ModalityScores, ModelRef, Verdict
 from edge.inspector import Inspection
-from edge.mqtt import MqttPublisher
-from edge.verdict import DefectRegion, ModalityScores, ModelRef, Verdict
 
 
 def make_verdict(ins: Inspection, station: str, sequence: int, model: ModelRef) -> Verdict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from edge.health import HealthReporter, HealthSnapshot
-from edge.mqtt import MqttPublisher
+from edge.comms.health import HealthReporter, HealthSnapshot
+from edge.comms.mqtt import MqttPublisher
 from edge.runloop import RunLoop
 
 

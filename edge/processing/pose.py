@@ -6,7 +6,7 @@ that lies at any angle it sees few of them, and good parts at unseen angles scor
 (docs/offline-teachers.md: the synthetic bracket went from fused I-AUROC 0.75 to 0.9+ with this).
 Classic machine vision solves it before inspection by aligning the part; we do the same:
 
-1. The part is what stands off the background plane (`edge.geometry.foreground_mask`).
+1. The part is what stands off the background plane (`edge.processing.geometry.foreground_mask`).
 2. Its centroid and principal axis come from the mask's second moments (the orientation of the
    equivalent ellipse, ``θ = ½·atan2(2μ11, μ20 − μ02)``).
 3. The 180° ambiguity of an axis is settled by height: the end whose points stand higher above
@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.geometry import Plane, fit_background_plane, foreground_mask
+from edge.processing.geometry import Plane, fit_background_plane, foreground_mask
 
 MIN_ELONGATION = 1.3  # ratio of the mask's principal second moments below which we do not turn
 # `pose_auto` thresholds, measured on `trd-edge synth` parts at 128 px (docs/any-shape.md):
@@ -139,22 +139,51 @@ def estimate_pose(
     return pose_from_mask(xyz, fg, plane, min_elongation)
 
 
+
+@dataclass(frozen=True)
+class _MaskMoments:
+    """Centroid and second moments of a foreground mask (both alignments start from them)."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    cx: float
+    cy: float
+    dx: np.ndarray
+    dy: np.ndarray
+    lam_big: float
+    lam_small: float
+    axis: float  # radians: direction of the larger eigenvalue's axis
+
+    @classmethod
+    def of(cls, fg: np.ndarray) -> _MaskMoments | None:
+        ys, xs = np.nonzero(fg)
+        if len(xs) < 10:
+            return None
+        cx, cy = float(xs.mean()), float(ys.mean())
+        dx, dy = xs - cx, ys - cy
+        mu20, mu02 = float((dx * dx).mean()), float((dy * dy).mean())
+        mu11 = float((dx * dy).mean())
+        spread = math.hypot(mu20 - mu02, 2 * mu11)
+        return cls(ys, xs, cx, cy, dx, dy, (mu20 + mu02 + spread) / 2,
+                   (mu20 + mu02 - spread) / 2, 0.5 * math.atan2(2 * mu11, mu20 - mu02))
+
+    def elongated(self, min_elongation: float) -> bool:
+        """The principal axis is decisive (eigenvalue ratio at least ``min_elongation``)."""
+        return self.lam_big >= min_elongation * max(self.lam_small, 1e-9)
+
+
 def pose_from_mask(
     xyz: np.ndarray, fg: np.ndarray, plane: Plane, min_elongation: float = MIN_ELONGATION
 ) -> Pose | None:
     """`estimate_pose` from a background plane and foreground mask already computed (the
     working pipeline fits them once per frame and reuses them here)."""
-    ys, xs = np.nonzero(fg)
-    if len(xs) < 10:
+    m = _MaskMoments.of(fg)
+    if m is None:
         return None
-    cx, cy = float(xs.mean()), float(ys.mean())
-    dx, dy = xs - cx, ys - cy
-    mu20, mu02, mu11 = float((dx * dx).mean()), float((dy * dy).mean()), float((dx * dy).mean())
-    spread = math.hypot(mu20 - mu02, 2 * mu11)
-    lam_big, lam_small = (mu20 + mu02 + spread) / 2, (mu20 + mu02 - spread) / 2
+    ys, xs, cx, cy, dx, dy = m.ys, m.xs, m.cx, m.cy, m.dx, m.dy
     angle = 0.0
-    if lam_big >= min_elongation * max(lam_small, 1e-9):
-        theta = 0.5 * math.atan2(2 * mu11, mu20 - mu02)
+    if m.elongated(min_elongation):
+        theta = m.axis
         u = dx * math.cos(theta) + dy * math.sin(theta)
         valid = xyz[ys, xs, 2] != 0  # closed-over dropouts have no height
         height = plane.distance(xyz[ys, xs])
@@ -248,16 +277,12 @@ def pose_auto(
     """Pose of a part of any shape (module docstring, ``align="auto"``): the outline's
     symmetry gives the angle modulo 2π/n, height or print settles which of the n turns, a part
     with neither keeps that (round: its own) angle. None when there is no part."""
-    ys, xs = np.nonzero(fg)
-    if len(xs) < 10:
+    m = _MaskMoments.of(fg)
+    if m is None:
         return None
-    cx, cy = float(xs.mean()), float(ys.mean())
-    dx, dy = xs - cx, ys - cy
-    mu20, mu02, mu11 = float((dx * dx).mean()), float((dy * dy).mean()), float((dx * dy).mean())
-    spread = math.hypot(mu20 - mu02, 2 * mu11)
-    lam_big, lam_small = (mu20 + mu02 + spread) / 2, (mu20 + mu02 - spread) / 2
-    if lam_big >= min_elongation * max(lam_small, 1e-9):
-        order, base = 2, 0.5 * math.atan2(2 * mu11, mu20 - mu02)
+    cx, cy = m.cx, m.cy
+    if m.elongated(min_elongation):
+        order, base = 2, m.axis
     else:
         harmonics = outline_harmonics(fg, cx, cy)
         order = symmetry_order(harmonics)

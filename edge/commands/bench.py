@@ -274,14 +274,14 @@ class PublishStage:
 @contextlib.contextmanager
 def publish_stage(kind: str, workdir: Path, model_ref) -> Iterator[PublishStage]:
     """``kind`` "auto" (MQTT if mosquitto can be started, else outbox), "mqtt" or "outbox"."""
+    from edge.comms.outbox import Outbox
     from edge.config import load_config
-    from edge.outbox import Outbox
 
     stage: PublishStage | None = None
     try:
         broker = None
         if kind in ("auto", "mqtt"):
-            from edge.local_broker import MOSQUITTO_HINT, start_local_broker
+            from edge.comms.local_broker import MOSQUITTO_HINT, start_local_broker
 
             broker = start_local_broker(data_dir=workdir / "broker")
             if broker is None and kind == "mqtt":
@@ -297,8 +297,8 @@ def publish_stage(kind: str, workdir: Path, model_ref) -> Iterator[PublishStage]
         )
         outbox = Outbox(config.outbox_path(), config.outbox.max_messages, config.outbox.synchronous)
         if broker is not None:
-            from edge.mqtt import MqttPublisher
-            from edge.sinks import MqttSink
+            from edge.comms.mqtt import MqttPublisher
+            from edge.comms.sinks import MqttSink
 
             publisher = MqttPublisher(config, outbox, model=model_ref).start()
             stage = PublishStage(
@@ -415,7 +415,7 @@ class BenchResult:
 
 
 def _inspector(bundle, backend) -> tuple[Inspector, list[str]]:
-    from edge.scoring import ScoreStats
+    from edge.processing.scoring import ScoreStats
 
     notes: list[str] = []
     stats = bundle.score_stats()
@@ -455,8 +455,8 @@ def bench_backend(
     """
     from edge.backends import create_backend
     from edge.bundle import load_bundle
-    from edge.run_cmd import model_ref
-    from edge.sinks import make_verdict
+    from edge.commands.run_cmd import model_ref
+    from edge.comms.sinks import make_verdict
     from edge.sources import FrameTimeout, open_source
 
     bundle = load_bundle(bundle_dir)
@@ -689,7 +689,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """Handler of ``trd-edge bench``: print a table per backend, ratios, optional JSON."""
     from edge.backends import BackendError
     from edge.bundle import load_bundle
-    from edge.run_cmd import model_ref
+    from edge.commands.run_cmd import model_ref
 
     if args.frames < 1 or args.warmup < 0:
         raise ValueError("--frames must be >= 1 and --warmup >= 0")

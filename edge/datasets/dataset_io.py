@@ -2,7 +2,7 @@
 
 Two layouts are understood (auto-detected per category):
 
-* MVTec 3D-AD (also written by `edge.synthetic`):
+* MVTec 3D-AD (also written by `edge.datasets.synthetic`):
   ``<root>/<category>/{train,validation,test}/<type>/{rgb/*.png, xyz/*.tiff, gt/*.png}``.
   Every sub-folder of a split is a defect type; ``good`` has label 0 and needs no ``gt``.
 * Preprocessed Eyecandies (design/trd-model.md §9.5):

@@ -15,16 +15,16 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge.geometry import (
+from edge.processing.geometry import (
     check_xyz,
     fill_holes,
     fit_background_plane,
     foreground_mask,
     normals_image,
 )
-from edge.pose import Pose, estimate_pose, pose_auto, pose_from_mask
-from edge.registration import area_resize
-from edge.resample import pil_bilinear_resize
+from edge.processing.pose import Pose, estimate_pose, pose_auto, pose_from_mask
+from edge.processing.registration import area_resize
+from edge.processing.resample import pil_bilinear_resize
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -84,8 +84,8 @@ class PreprocessConfig(BaseModel):
     align: Literal["none", "principal-axis", "auto"] = Field(
         "none",
         description="'principal-axis': turn and centre the part by its mask's principal axis "
-        "before the model (edge/pose.py), for parts that lie at any angle. 'auto': any shape "
-        "(outline symmetry, then height or print settles the turn; edge.pose.pose_auto).",
+        "before the model (edge/processing/pose.py), for parts that lie at any angle. 'auto': any shape "
+        "(outline symmetry, then height or print settles the turn; edge.processing.pose.pose_auto).",
     )
     pipeline: Literal["reference", "working"] = Field(
         "reference",
@@ -128,7 +128,7 @@ class PreprocessConfig(BaseModel):
         description="How the reference pipeline resizes RGB, masks and Eyecandies normal images "
         "to S×S: 'area' (OpenCV INTER_AREA when shrinking, bilinear when enlarging) or "
         "'pil-bilinear' (Pillow's antialiased bilinear, what the authors' torchvision Resize "
-        "computes; edge/resample.py). The working pipeline always area-averages.",
+        "computes; edge/processing/resample.py). The working pipeline always area-averages.",
     )
 
     @field_validator("sobel_ksize")
@@ -356,7 +356,7 @@ def preprocess(
 
     ``rgb_u8_hwc``: uint8 H×W×3 RGB. ``xyz_f32_hwc``: float H×W×3 in metres, ``(0,0,0)`` = no
     return, same H×W as the RGB image. ``framed``: the inputs already are ``cfg``'s working grid
-    over its ROI (a camera source registered depth there, `edge.registration`), so the ROI is
+    over its ROI (a camera source registered depth there, `edge.processing.registration`), so the ROI is
     not cut again. ``turn_deg``: training's rotation augmentation only (`trainer.augment`):
     after the alignment the part is turned by this much more, RGB and heights together, and the
     normals are computed from the turned heights; a station never passes it. Raises

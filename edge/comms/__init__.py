@@ -1,0 +1,1 @@
+"""Station ↔ plant: verdict messages, the durable outbox, MQTT publishing, health and telemetry."""
