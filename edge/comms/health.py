@@ -313,6 +313,8 @@ class HealthReporter:
             text = "; ".join(doc["degraded"] or doc["reasons"]) or "ok"
             if doc["status"] == "ok":
                 log.info("health: ok again")
+            elif snapshot.state in ("stopping", "stopped"):
+                log.info("health: station %s", snapshot.state)  # a deliberate end, no alarm
             else:
                 log.warning("health: %s: %s", doc["status"], text)
             sd_notify(f"STATUS={doc['status']}: {text}"[:1000])
