@@ -111,7 +111,7 @@ class Pose:
         # up to four maps in one warp (OpenCV warps channels together; border value per map)
         for i in range(0, len(flat), 4):
             chunk = flat[i:i + 4]
-            border = [float(m.min()) if fill is None else float(fill) for m in chunk]
+            border = [float(c.min()) if fill is None else float(fill) for c in chunk]
             src = chunk[0] if len(chunk) == 1 else np.ascontiguousarray(chunk.transpose(1, 2, 0))
             warped = cv2.warpAffine(
                 src, m, (s, s), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
@@ -137,7 +137,6 @@ def estimate_pose(
     if method == "auto":
         return pose_auto(xyz, fg, plane, rgb, min_elongation)
     return pose_from_mask(xyz, fg, plane, min_elongation)
-
 
 
 @dataclass(frozen=True)
