@@ -68,6 +68,9 @@ def main() -> None:
     p.add_argument("--depth-smoothing", type=float, default=0.0,
                    help="σ (model px) of the height smoothing before the 3D image (0 = off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preprocess", default="reference", choices=["reference", "working"],
+                   help="training preprocessing (the tables before 2026-12-03 used reference; "
+                   "`trd-edge train` defaults to working)")
     p.add_argument("--jsonl", type=Path, default=None)
     a = p.parse_args()
 
@@ -83,12 +86,14 @@ def main() -> None:
             sm = f"-sm{a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""
             run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-"
                            f"{a.modality}{sm}-e{a.epochs}-n{a.n_train}"
-                           + (f"-s{a.seed}" if a.seed else ""))
+                           + (f"-s{a.seed}" if a.seed else "")
+                           + ("-wk" if a.preprocess == "working" else ""))
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality=a.modality, backbone="resnet18",
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights="offline", seed=a.seed, align="principal-axis",
                 sobel_ksize=SOBEL.get(cat), depth_smoothing=a.depth_smoothing,
+                preprocess=a.preprocess,
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)
@@ -104,7 +109,8 @@ def main() -> None:
             cols = " | ".join(f"{by_depth[d]:.2f}" for d in a.depths)
             name = (f"{sensor} {distance:g} m" + (f" ×{average}" if average > 1 else "")
                     + (f" {a.modality}" if a.modality != "normal" else "")
-                    + (f" smooth σ={a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""))
+                    + (f" smooth σ={a.depth_smoothing:g}" if a.depth_smoothing > 0 else "")
+                    + (" working" if a.preprocess == "working" else ""))
             print(f"| {name} | {cat} | {rms * 1e3:.2f} | {per['color']:.2f} | "
                   f"{per['geometry']:.2f} | {per['both']:.2f} | {cols} | {f['image_auroc']:.2f} | "
                   f"{f['pixel_auroc']:.2f} | {seconds:.0f} |", flush=True)
