@@ -42,9 +42,10 @@ def _data(out: Path, sensor: str, distance: float, average: int, args, depth: fl
         f"-n{args.n_train}" if args.n_train != 60 and depth is None else "")
     # (a dent set has no training split, and a seed's test scenes do not depend on n_train)
     root = out / (f"data-{tag}" if depth is None else f"data-{tag}-dent{depth:g}")
-    if not root.is_dir():
+    missing = tuple(c for c in args.categories if not (root / c).is_dir())
+    if missing:  # (each category has its own seeds: adding one leaves the others unchanged)
         write_dataset(
-            root, categories=tuple(args.categories), image_size=args.data_size,
+            root, categories=missing, image_size=args.data_size,
             n_train=args.n_train if depth is None else 0, n_validation=12, n_test_good=20,
             n_test_per_defect=20, seed=args.seed, progress=False, sensor=sensor,
             distance=distance, average_frames=average,
