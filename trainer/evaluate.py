@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,47 @@ from trainer.run import CALIBRATION_FILE, METRICS_FILE, load_run, write_json
 log = logging.getLogger(__name__)
 
 BRANCHES = ("fused", "rgb", "3d")
+
+
+@dataclass
+class ScoredSamples:
+    """Per-image scores and maps of scored samples (in the order of the samples)."""
+
+    scores: dict[str, np.ndarray]  # branch ("fused", "rgb", "3d") → image scores
+    maps: dict[str, np.ndarray]  # branch → N×H×W score maps
+    gt: np.ndarray  # N×H×W bool masks
+    labels: np.ndarray  # 1 = defective
+    types: list[str]  # defect type per image ("good", ...)
+    names: list[str]
+
+
+def score_samples(
+    model, samples: list, pre, stats, device: str = "cpu", batch_size: int = 8,
+    progress: bool = False, desc: str = "eval test",
+) -> ScoredSamples:
+    """Score ``samples`` with a loaded model and the validation statistics ``stats``.
+
+    Writes nothing: `evaluate` and scripts that need per-image scores (e.g. a detection rate at a
+    false-alarm target, scripts/sensitivity_table.py) share it.
+    """
+    maps: dict[str, list[np.ndarray]] = {b: [] for b in BRANCHES}
+    gts, labels, types, names = [], [], [], []
+    loader = make_loader(samples, cfg=pre, batch_size=batch_size, shuffle=False)
+    for mb in tqdm(iter_maps(model, loader, device), total=len(loader), desc=desc,
+                   unit="batch", disable=not progress):
+        scored = score_maps(mb.map_rgb, mb.map_3d, stats)
+        maps["fused"].append(scored.fused)
+        maps["rgb"].append(scored.rgb)
+        maps["3d"].append(scored.x3d)
+        gts.append(mb.batch["mask"][:, 0].numpy() > 0.5)
+        labels.extend(int(v) for v in mb.batch["label"])
+        types.extend(mb.batch["defect_type"])
+        names.extend(mb.batch["name"])
+    all_maps = {b: np.concatenate(v) for b, v in maps.items()}
+    return ScoredSamples(
+        scores={b: image_scores(m) for b, m in all_maps.items()}, maps=all_maps,
+        gt=np.concatenate(gts), labels=np.asarray(labels), types=types, names=names,
+    )
 
 
 def evaluate(
@@ -45,25 +87,11 @@ def evaluate(
     kw = dict(cfg=pre, batch_size=batch_size, shuffle=False)
     calibration = calibrate_on(run.model, make_loader(val, **kw), device)
     write_json(Path(run_dir) / CALIBRATION_FILE, calibration)
-    stats = calibration.stats
-
-    maps: dict[str, list[np.ndarray]] = {b: [] for b in BRANCHES}
-    gts, labels, types, names = [], [], [], []
-    loader = make_loader(test, **kw)
-    for mb in tqdm(iter_maps(run.model, loader, device), total=len(loader), desc="eval test",
-                   unit="batch", disable=not progress):
-        scored = score_maps(mb.map_rgb, mb.map_3d, stats)
-        maps["fused"].append(scored.fused)
-        maps["rgb"].append(scored.rgb)
-        maps["3d"].append(scored.x3d)
-        gts.append(mb.batch["mask"][:, 0].numpy() > 0.5)
-        labels.extend(int(v) for v in mb.batch["label"])
-        types.extend(mb.batch["defect_type"])
-        names.extend(mb.batch["name"])
-    all_maps = {b: np.concatenate(v) for b, v in maps.items()}
-    gt = np.concatenate(gts)
-    y = np.asarray(labels)
-    scores = {b: image_scores(m) for b, m in all_maps.items()}
+    scored = score_samples(run.model, test, pre, calibration.stats, device, batch_size,
+                           progress)
+    all_maps, gt, y, types, names = (scored.maps, scored.gt, scored.labels, scored.types,
+                                     scored.names)
+    scores = scored.scores
 
     result: dict = {b: compute_metrics(scores[b], y, all_maps[b], gt) for b in BRANCHES}
     result["per_defect_type"] = {}

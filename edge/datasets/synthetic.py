@@ -140,6 +140,7 @@ class SceneGenerator:
         sensor: str | SensorSpec | None = None,
         distance: float | None = None,
         dent_depth: tuple[float, float] = (0.002, 0.004),
+        dent_diameter: tuple[float, float] | None = None,
     ):
         """Args:
             category: one of `CATEGORIES`.
@@ -154,6 +155,12 @@ class SceneGenerator:
                 support at that distance, so parts keep their size in pixels.
             dent_depth: range (m) of the depth/height of ``geometry`` defects; a fixed value
                 ``(d, d)`` gives every dent and bump that depth, with the same scenes.
+            dent_diameter: range (m) of the diameter of ``geometry`` defects on the part's top
+                (the diameter of the circle of the dent's area; dents are ellipses of axis
+                ratio 0.7–1). ``None`` (default): 5–10 % of the top's area, 10–15 mm across
+                on the puck, the data every earlier release wrote. A fixed ``(w, w)`` gives
+                every dent that diameter with the same scenes (the random draw that sized the
+                dent picks the diameter in the range instead).
         """
         if category not in CATEGORIES:
             raise ValueError(f"unknown synthetic category '{category}'; choose from {CATEGORIES}")
@@ -169,6 +176,13 @@ class SceneGenerator:
         if not 0 < lo <= hi:
             raise ValueError(f"dent_depth must be 0 < min <= max (m), got {dent_depth}")
         self.dent_depth = (lo, hi)
+        if dent_diameter is not None:
+            wlo, whi = (float(v) for v in dent_diameter)
+            if not 0 < wlo <= whi:
+                raise ValueError(
+                    f"dent_diameter must be 0 < min <= max (m), got {dent_diameter}")
+            dent_diameter = (wlo, whi)
+        self.dent_diameter = dent_diameter
         n = self.image_size
         self.f = n * (0.5 if distance is None else distance) / _FIELD_AT_HALF_METRE
         spec = get_sensor(sensor)
@@ -505,7 +519,15 @@ class SceneGenerator:
     def _draw_defect(self, base: _Base, defect: str) -> tuple[np.ndarray, dict]:
         rng = self.rng
         area = float(np.count_nonzero(base.top))
-        radius = math.sqrt(rng.uniform(0.05, 0.10) * area / math.pi)
+        share = rng.uniform(0.05, 0.10)
+        if defect == "geometry" and self.dent_diameter is not None:
+            # The same draw, mapped onto the diameter range: the scenes stay those of any size.
+            lo, hi = self.dent_diameter
+            diameter = lo + (share - 0.05) / 0.05 * (hi - lo)
+            z_top = float(np.median((base.z_bg - base.height)[base.top]))
+            radius = 0.5 * diameter * self.f / z_top  # a pixel spans z/f metres there
+        else:
+            radius = math.sqrt(share * area / math.pi)
         centre = self._defect_centre(base, radius)
         cap = None
         if defect == "geometry":
@@ -572,11 +594,17 @@ class SceneGenerator:
 
 
 def _split_plan(
-    n_train: int, n_validation: int, n_test_good: int, n_test_per_defect: int
+    n_train: int, n_validation: int, n_test_good: int, n_test_per_defect: int | dict[str, int]
 ) -> list[tuple[str, str, int]]:
     plan = [("train", "good", n_train), ("validation", "good", n_validation)]
     plan.append(("test", "good", n_test_good))
-    return plan + [("test", d, n_test_per_defect) for d in DEFECT_TYPES]
+    per = (n_test_per_defect if isinstance(n_test_per_defect, dict)
+           else dict.fromkeys(DEFECT_TYPES, n_test_per_defect))
+    unknown = set(per) - set(DEFECT_TYPES)
+    if unknown:
+        raise ValueError(f"unknown defect types {sorted(unknown)}; choose from {DEFECT_TYPES}")
+    # (the plan's order, not the counts, seeds each folder: a count of 0 changes no other folder)
+    return plan + [("test", d, per.get(d, 0)) for d in DEFECT_TYPES]
 
 
 def write_dataset(
@@ -586,13 +614,14 @@ def write_dataset(
     n_train: int = 60,
     n_validation: int = 12,
     n_test_good: int = 12,
-    n_test_per_defect: int = 12,
+    n_test_per_defect: int | dict[str, int] = 12,
     seed: int = 0,
     progress: bool = True,
     sensor: str | SensorSpec | None = None,
     distance: float | dict[str, float] | None = None,
     average_frames: int = 1,
     dent_depth: tuple[float, float] = (0.002, 0.004),
+    dent_diameter: tuple[float, float] | None = None,
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -602,8 +631,9 @@ def write_dataset(
     (category, split, type) folder has its own seed derived from ``seed``, so changing one count
     does not change the other folders.
 
-    ``sensor`` and ``distance`` are passed to `SceneGenerator` (``distance`` may map category
-    names to distances). With a sensor, ``<category>/calibration/sensor.json`` records the
+    ``n_test_per_defect`` may map defect types to counts (missing types: none written).
+    ``sensor``, ``distance``, ``dent_depth`` and ``dent_diameter`` are passed to
+    `SceneGenerator` (``distance`` may map category names to distances). With a sensor, ``<category>/calibration/sensor.json`` records the
     sensor, its distance and the RMS depth error the model predicts there. ``average_frames``
     > 1 writes each part as the station's temporal average of that many captures
     (`edge.sources.averaging`, as ``camera.realsense.average_frames`` records it).
@@ -631,6 +661,7 @@ def write_dataset(
                 gen = SceneGenerator(
                     category, image_size, seed=sub_seed, sensor=spec,
                     distance=_distance_for(distance, category), dent_depth=dent_depth,
+                    dent_diameter=dent_diameter,
                 )
                 type_dir = cat_dir / split / dtype
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
@@ -714,6 +745,18 @@ def _parse_dent_depth(text: str) -> tuple[float, float]:
     return vals[0], vals[-1]
 
 
+def _parse_dent_diameter(text: str) -> tuple[float, float]:
+    """``10`` or ``5,20`` (mm) → metres."""
+    try:
+        vals = [float(v) / 1000.0 for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) not in (1, 2) or not 0 < vals[0] <= vals[-1]:
+        raise argparse.ArgumentTypeError(
+            f"--dent-diameter takes MM or MIN,MAX in mm, got {text!r}")
+    return vals[0], vals[-1]
+
+
 def _parse_distance(text: str) -> float | dict[str, float]:
     """``0.55`` for every category, or ``puck=0.55,bracket=0.5``."""
     try:
@@ -776,6 +819,14 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "scenes stay the same, so one trained run can be evaluated per depth",
     )
     parser.add_argument(
+        "--dent-diameter",
+        dest="dent_diameter",
+        type=_parse_dent_diameter,
+        default=None,
+        help="diameter of the geometry defects in mm: MIN,MAX or one value (default: 5-10 %% "
+        "of the part's top area, 10-15 mm on the puck); the scenes stay the same",
+    )
+    parser.add_argument(
         "--average-frames",
         dest="average_frames",
         type=int,
@@ -830,6 +881,7 @@ def run_synth(args: argparse.Namespace) -> int:
             distance=distance,
             average_frames=average,
             dent_depth=getattr(args, "dent_depth", (0.002, 0.004)),
+            dent_diameter=getattr(args, "dent_diameter", None),
         )
     except ValueError as exc:
         print(f"trd-edge synth: {exc}")

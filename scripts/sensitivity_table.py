@@ -1,0 +1,125 @@
+"""Detection vs dent depth × diameter at a station's false-alarm target (issue 17; docs/sensor-model.md).
+
+Evaluates runs trained by `scripts/sensor_table.py` (no training here). For each run: the score
+statistics are refitted on its data set's validation split (as `trd-edge eval` does), ``--n-good``
+fresh good parts of the same station are scored (the first 20 are the data set's test/good), and
+the threshold is set on them the way `trd-edge calibrate` sets it (`fit_threshold`, quantile
+method, per ``--fpr``). Then for each dent depth and diameter a test set of geometry defects only
+is written with the same scenes (same seed; `write_dataset(dent_depth=, dent_diameter=)`) and
+scored: image AUROC (those good parts vs the dented ones) and the detection rate (dented parts
+above each threshold).
+
+    OMP_NUM_THREADS=1 python scripts/sensitivity_table.py --out /tmp/trd17d \\
+        --runs /tmp/trd17b/run-puck-d435-0.55-x16-128-normal-e20-n60 \\
+        --depths 1 2 3 4 5 --diameters 5 10 20 default --fpr 0.05 0.01 --jsonl sens.jsonl
+
+A run's data set must be named as sensor_table writes it (``data-SENSOR-DIST-xN-SIZE-sSEED``):
+the name gives the station and seed of the new sets. Nothing is written into the run or its data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibration.threshold import fit_threshold
+from edge.datasets.dataset_io import list_samples
+from edge.datasets.synthetic import write_dataset
+from trainer.data import make_loader
+from trainer.evaluate import score_samples
+from trainer.inference import calibrate_on
+from trainer.metrics import image_auroc
+from trainer.run import load_run
+
+_DATA = re.compile(r"data-(\w+)-([0-9.]+)-x(\d+)-(\d+)-s(\d+)$")
+
+
+def _station(data_root: str) -> tuple[str, float, int, int, int]:
+    m = _DATA.search(str(data_root).rstrip("/"))
+    if not m:
+        raise SystemExit(f"{data_root}: not a sensor_table data set (data-SENSOR-DIST-xN-SIZE-sSEED)")
+    return m.group(1), float(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5))
+
+
+def _write(root: Path, station, category: str, **kw) -> Path:
+    sensor, distance, average, size, seed = station
+    if not (root / category).is_dir():
+        write_dataset(root, categories=(category,), image_size=size, n_train=0, n_validation=0,
+                      seed=seed, progress=False, sensor=sensor, distance=distance,
+                      average_frames=average, **kw)
+    return root
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, required=True, help="new test sets go here")
+    p.add_argument("--runs", nargs="+", type=Path, required=True)
+    p.add_argument("--depths", nargs="+", type=float, default=[1, 2, 3, 4, 5], help="mm")
+    p.add_argument("--diameters", nargs="+", default=["5", "10", "20"],
+                   help="mm, or 'default' (the generator's own 10–15 mm)")
+    p.add_argument("--n-good", type=int, default=120, help="good parts for the threshold")
+    p.add_argument("--n-dent", type=int, default=20, help="dented parts per depth × diameter")
+    p.add_argument("--fpr", nargs="+", type=float, default=[0.05, 0.01])
+    p.add_argument("--jsonl", type=Path, default=None)
+    a = p.parse_args()
+
+    for run_dir in a.runs:
+        t0 = time.perf_counter()
+        info = json.loads((run_dir / "run.json").read_text())
+        data_root, cat = info["config"]["data_root"], info["config"]["category"]
+        station = _station(data_root)
+        sensor, distance, average, size, seed = station
+        tag = f"{sensor}-{distance:g}-x{average}-{size}-s{seed}"
+        run = load_run(run_dir)
+        pre = run.info.preprocess
+        val = list_samples(data_root, cat, "validation")
+        calibration = calibrate_on(run.model, make_loader(val, cfg=pre, batch_size=8,
+                                                           shuffle=False))
+        good_root = _write(a.out / f"data-{tag}-good{a.n_good}", station, cat,
+                           n_test_good=a.n_good, n_test_per_defect={})
+        good = score_samples(run.model, list_samples(good_root, cat, "test"), pre,
+                             calibration.stats).scores["fused"]
+        fits = {f: fit_threshold(good, f) for f in a.fpr}
+        print(f"\n{run_dir.name}: {len(good)} good parts; thresholds "
+              + ", ".join(f"FPR {f:g}: {fit.threshold:.3f} ({fit.method}, r={fit.rank})"
+                          for f, fit in fits.items()), flush=True)
+        print("| diameter mm | depth mm | AUROC | " + " | ".join(
+            f"detected @ FPR {f:g}" for f in a.fpr) + " |")
+        print("|---" * (3 + len(a.fpr)) + "|")
+        for w in a.diameters:
+            diameter = None if w == "default" else (float(w) / 1e3,) * 2
+            for d in a.depths:
+                name = f"data-{tag}-dent{d:g}" + ("" if diameter is None else f"-w{w}")
+                root = _write(a.out / name, station, cat, n_test_good=0,
+                              n_test_per_defect={"geometry": a.n_dent},
+                              dent_depth=(d / 1e3, d / 1e3), dent_diameter=diameter)
+                dent = score_samples(run.model, list_samples(root, cat, "test"), pre,
+                                     calibration.stats).scores["fused"]
+                y = np.r_[np.zeros(len(good)), np.ones(len(dent))]
+                auroc = image_auroc(np.r_[good, dent], y)
+                auroc20 = image_auroc(np.r_[good[:20], dent], y[len(good) - 20:])
+                det = {f: float(np.mean(dent > fit.threshold)) for f, fit in fits.items()}
+                print(f"| {w} | {d:g} | {auroc:.3f} | "
+                      + " | ".join(f"{det[f]:.2f}" for f in a.fpr) + " |", flush=True)
+                if a.jsonl:
+                    with a.jsonl.open("a") as fh:
+                        fh.write(json.dumps({
+                            "run": str(run_dir), "station": [sensor, distance, average],
+                            "seed": seed, "preprocess": pre.pipeline,
+                            "depth_smoothing": pre.depth_smoothing, "diameter_mm": w,
+                            "depth_mm": d, "n_good": len(good), "n_dent": len(dent),
+                            "auroc": auroc, "auroc_first20_good": auroc20,
+                            "detected": {str(f): v for f, v in det.items()},
+                            "thresholds": {str(f): fit.threshold for f, fit in fits.items()},
+                            "threshold_method": {str(f): fit.method for f, fit in fits.items()},
+                        }) + "\n")
+        print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
