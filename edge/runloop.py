@@ -12,6 +12,9 @@ Back-pressure (explicit and counted):
 Shutdown (SIGINT/SIGTERM or `--max-frames`): capture stops, frames already captured are
 processed and their verdicts handed to the sinks (the MQTT sink writes them to the durable
 outbox), then the caller closes the publisher.
+A source that waits by design (`SourceIdle`: an averaging camera after a part's verdict, or
+while parts move) is not a fault: no warning, and while no frame is in flight the loop notes
+the time (`LoopStats.idle_time`) so health sees a live station without verdicts.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from edge.comms.sinks import make_verdict
 from edge.comms.verdict import ModelRef, Verdict
 from edge.frames import Frame
 from edge.inspector import Inspection, Inspector
-from edge.sources.base import FrameSource, FrameTimeout, SourceError
+from edge.sources.base import FrameSource, FrameTimeout, SourceError, SourceIdle
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,8 @@ class LoopStats:
     # recent end-to-end latencies (bounded: a station runs for months)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
     last_frame_time: float | None = None
+    # epoch s: the source last waited by design (SourceIdle) with no frame in flight
+    idle_time: float | None = None
     last_error: str = ""  # why the latest unusable frame was skipped (for the exit message)
     stage_ms: dict[str, deque] = field(default_factory=dict)
 
@@ -151,6 +156,10 @@ class RunLoop:
                     break
                 try:
                     frame = self.source.read(timeout_s=1.0)
+                except SourceIdle:
+                    if self._nothing_in_flight():  # else a stuck stage must still show in health
+                        self.stats.idle_time = time.time()
+                    continue
                 except FrameTimeout as exc:
                     log.warning("%s", exc)
                     continue
@@ -167,6 +176,10 @@ class RunLoop:
         finally:
             self.stats.source_errors = self.source.stats.errors
             self._put_blocking(self._q_pre, _END)
+
+    def _nothing_in_flight(self) -> bool:
+        st = self.stats
+        return st.captured <= st.processed + st.dropped + st.errors
 
     def _preprocess(self) -> None:
         while True:

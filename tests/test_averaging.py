@@ -56,7 +56,7 @@ def _rms(xyz: np.ndarray) -> float:
 
 def test_noise_falls_by_sqrt_n() -> None:
     scenes = _still(16)
-    with AveragingSource(_ListSource(_frames(scenes)), 8) as src:
+    with AveragingSource(_ListSource(_frames(scenes)), 8, mode="continuous") as src:
         out = list(src)
     assert len(out) == 2 and src.averaging.averaged == 2 and src.averaging.discarded == 0
     assert out[0].meta["frame_numbers"] == list(range(8)) and out[0].meta["averaged_frames"] == 8
@@ -68,7 +68,7 @@ def test_noise_falls_by_sqrt_n() -> None:
 def test_frames_are_never_averaged_across_motion() -> None:
     a, b = _still(5, seed=1), _still(8, seed=2)
     frames = _frames(a, 0, "a") + _frames(b, 5, "b")
-    with AveragingSource(_ListSource(frames), 4) as src:
+    with AveragingSource(_ListSource(frames), 4, mode="continuous") as src:
         out = list(src)
     assert [f.meta["frame_numbers"] for f in out] == [[0, 1, 2, 3], [5, 6, 7, 8], [9, 10, 11, 12]]
     assert [f.meta["part"] for f in out] == ["a", "b", "b"]
@@ -135,7 +135,7 @@ def test_recording_averaged_through_the_camera_option(tmp_path: Path) -> None:
 
     with open_source(f"file:{path}") as plain:
         singles = list(plain)
-    with open_source(f"file:{path}?average_frames=8") as src:
+    with open_source(f"file:{path}?average_frames=8&average_mode=continuous") as src:
         assert isinstance(src, AveragingSource)
         out = list(src)
     # 16-17 frames of a (the syncer may drop the first) -> 2 means, b's 9 -> 1 mean

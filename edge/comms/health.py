@@ -14,8 +14,9 @@ Three levels (``status`` in the document; docs/mqtt-health.md has the supervisor
 
 - ``failed``: restarting the station is the remedy (or a person must come): state ``error`` or
   ``stopped``, no update for ``stale_after_s`` (the process hangs), or running without a frame
-  for ``stale_after_s`` (the camera is gone). ``/healthz`` answers 503, the systemd watchdog is
-  no longer fed, ``check`` exits 1.
+  for ``stale_after_s`` (the camera is gone; a camera that averages still parts and waits by
+  design, ``idle_time``, counts as a frame while nothing is in flight). ``/healthz`` answers
+  503, the systemd watchdog is no longer fed, ``check`` exits 1.
 - ``degraded``: it runs but verdicts are at risk and a person should look; a restart would not
   help (verdicts are kept in the outbox): the broker unreachable for longer than
   ``broker_away_s``, the outbox fuller than ``outbox_fraction``, verdicts refused by the broker
@@ -95,6 +96,9 @@ class HealthSnapshot:
     outbox_depth: int = 0  # verdicts waiting for the broker's acknowledgement
     broker_connected: bool = False
     last_frame_time: float | None = None  # epoch seconds of the newest processed frame
+    # epoch seconds the source last waited by design with no frame in flight (an averaging
+    # camera after a part's verdict or while parts move): alive, though without verdicts
+    idle_time: float | None = None
     latencies_ms: Sequence[float] = ()  # end-to-end latency of frames finished since last update
     detail: str = ""  # free text shown in the file (e.g. the last error)
     outbox_capacity: int = 0  # outbox.max_messages (0: no outbox)
@@ -170,13 +174,15 @@ def evaluate(doc: Mapping[str, Any], stale_after_s: float, now: float | None = N
         reasons.append("no updated_at: the station never reported")
     elif now - updated > stale_after_s:
         reasons.append(f"stale: last update {now - updated:.0f}s ago (limit {stale_after_s:g}s)")
-    last_frame = doc.get("last_frame_time")
+    # a source waiting by design (nothing in flight) is as alive as one that delivered a frame
+    seen = [float(t) for t in (doc.get("last_frame_time"), doc.get("idle_time")) if t is not None]
+    last_frame = max(seen) if seen else None
     if state == "running":
         if last_frame is None:
             reasons.append("running but no frame processed yet")
         elif now - float(last_frame) > stale_after_s:
             reasons.append(
-                f"no frame for {now - float(last_frame):.0f}s (limit {stale_after_s:g}s): "
+                f"no frame for {now - last_frame:.0f}s (limit {stale_after_s:g}s): "
                 "check the camera"
             )
     return reasons

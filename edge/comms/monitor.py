@@ -61,7 +61,7 @@ class StationMonitor:
             HealthSnapshot(
                 state=state, frames=st.processed, drops=st.dropped,
                 errors=st.errors + source_errors,
-                last_frame_time=st.last_frame_time,
+                last_frame_time=st.last_frame_time, idle_time=st.idle_time,
                 latencies_ms=lat[len(lat) - new:] if new else [],
                 **verdicts,
             )

@@ -11,9 +11,9 @@ spec                                   source
 
 Any spec may end in ``?key=value&...`` to override fields of the matching options model
 (`edge.sources.options`), e.g. ``synthetic:bracket?defect_rate=0.5&seed=3`` or
-``realsense?fps=15&decimation=2``; ``average_frames=N`` averages N frames of a still part
-(`edge.sources.averaging`). A bare path is accepted too: a ``.db3``/``.bag`` file is a
-recording, a directory is a folder replay.
+``realsense?fps=15&decimation=2``; ``average_frames=N`` averages N frames of a still part,
+once per stop (``average_mode=continuous``: every N frames; `edge.sources.averaging`). A bare
+path is accepted too: a ``.db3``/``.bag`` file is a recording, a directory is a folder replay.
 
 pyrealsense2 is imported only when a RealSense source is opened, so every other source works
 without it (and nothing here imports torch).
@@ -112,6 +112,7 @@ def open_source(spec: str, config: SourceOptions | None = None) -> FrameSource:
             return AveragingSource(
                 camera, rs_opts.average_frames, rs_opts.motion_threshold,
                 rs_opts.motion_fraction, max_consecutive_errors=limit,
+                mode=rs_opts.average_mode,
             )
         return camera
     if kind == "folder":

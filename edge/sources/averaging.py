@@ -16,23 +16,48 @@ frames of a part that does not move has ``1/√N`` of the noise (`edge.datasets.
   model is needed. Frames before the motion are dropped (counted in `AveragingStats`) and the
   window restarts at the moved frame: frames are never averaged across motion.
 
-At a stop-and-go station a part standing ``k`` frames gives ``k // n`` averaged frames; while
-parts move nothing is delivered. At the end of a recording an incomplete window is dropped.
+Two modes (``camera.realsense.average_mode``):
+
+* ``per-stop`` (default): after delivering the mean of a stop's first ``n`` still frames the
+  source delivers nothing more until a frame differs from that stop's first frame by the same
+  motion rule (the part left, another arrived); then it collects a new still window. One mean
+  per stop, so one verdict per part at a stop-and-go station however long the part stands.
+  Frames of a stop already averaged are counted as ``held`` and one line is logged when the
+  stop ends. Consequences (docs/sensor-model.md): an empty station that stands still gets one
+  verdict, not one per ``n`` frames; two parts that look alike and swap without a frame
+  showing the change (no visible motion) get one verdict; a slow drift that grows past the
+  motion rule counts as motion (another verdict of the same part rather than a missed part).
+* ``continuous``: a new window starts right after each mean, so a part standing ``k`` frames
+  gives ``k // n`` means.
+
+While parts move nothing is delivered in either mode; a stop that motion ends before ``n``
+still frames gives no mean (counted as a ``short_stop``, logged). At the end of a recording an
+incomplete window is dropped. While frames arrive but none is due, `read` raises `SourceIdle`
+after its timeout (a `FrameTimeout`: the run loop can check its stop flag and tell health
+the camera is alive; frames collected so far are kept); a real timeout of the camera drops the
+window (the part may have moved meanwhile) but keeps the stop's reference frame.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
 from edge.frames import Frame
-from edge.sources.base import FrameSource, FrameTimeout
+from edge.sources.base import FrameSource, FrameTimeout, SourceIdle
 
-__all__ = ["AveragingSource", "AveragingStats", "average_frames", "motion_between"]
+__all__ = [
+    "AVERAGE_MODES", "AverageMode", "AveragingSource", "AveragingStats", "average_frames",
+    "motion_between",
+]
+
+AverageMode = Literal["per-stop", "continuous"]
+AVERAGE_MODES: tuple[str, ...] = ("per-stop", "continuous")
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +74,8 @@ class AveragingStats:
     averaged: int = 0  # frames delivered, each the mean of n frames
     motion_resets: int = 0  # windows restarted because the part moved
     discarded: int = 0  # frames dropped: before a motion, or an incomplete window at the end
+    short_stops: int = 0  # windows of >= 2 still frames that motion ended before n: no mean
+    held: int = 0  # per-stop: frames of a stop already averaged, not averaged again
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict."""
@@ -134,7 +161,8 @@ def average_frames(frames: list[Frame]) -> Frame:
 
 
 class AveragingSource(FrameSource):
-    """Delivers the valid-aware mean of ``n_frames`` consecutive still frames of ``inner``.
+    """Delivers the valid-aware mean of ``n_frames`` consecutive still frames of ``inner``,
+    once per stop (``mode="per-stop"``) or every ``n_frames`` (``"continuous"``).
 
     Other attributes (``intrinsics``, ``depth_scale``, ``serial``, ``set_working_grid`` …) are
     the inner source's; ``stats`` mirrors the inner source's error/drop/reconnect counters and
@@ -148,16 +176,24 @@ class AveragingSource(FrameSource):
         motion_threshold: float = 5.0,
         motion_fraction: float = 0.005,
         max_consecutive_errors: int = 50,
+        mode: AverageMode = "per-stop",
     ) -> None:
         super().__init__(max_consecutive_errors)
         if n_frames < 1:
             raise ValueError(f"n_frames must be at least 1, got {n_frames}")
+        if mode not in AVERAGE_MODES:
+            raise ValueError(f"unknown averaging mode {mode!r}; choose one of {AVERAGE_MODES}")
         self.inner = inner
         self.n_frames = int(n_frames)
         self.motion_threshold = float(motion_threshold)
         self.motion_fraction = float(motion_fraction)
+        self.mode = mode
         self.averaging = AveragingStats()
-        self.name = f"{inner.name} (mean of {self.n_frames})"
+        self.name = f"{inner.name} (mean of {self.n_frames}, {mode})"
+        self._window: list[Frame] = []
+        # per-stop: the first frame of the stop already averaged; None while collecting
+        self._stop_ref: Frame | None = None
+        self._held_now = 0  # frames held in the current stop
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes this class lacks: the camera's own (intrinsics, serial…).
@@ -172,6 +208,19 @@ class AveragingSource(FrameSource):
         setter = getattr(self.inner, "set_working_grid", None)
         return bool(setter is not None and setter(size, roi))
 
+    def no_output_reason(self) -> str | None:
+        """Why frames came in but no mean went out (for a run without a verdict), else None."""
+        read = self.inner.stats.frames
+        if self.averaging.averaged or read == 0:
+            return None
+        a = self.averaging
+        return (
+            f"{read} frames read but never {self.n_frames} consecutive still ones "
+            f"({a.motion_resets} motion resets, {a.short_stops} stops shorter than "
+            f"{self.n_frames} frames); lower average_frames, or raise motion_threshold / "
+            "motion_fraction if the part did stand still"
+        )
+
     def _open(self) -> None:
         self.inner.open()
 
@@ -184,31 +233,72 @@ class AveragingSource(FrameSource):
         self.stats.errors, self.stats.dropped = inner.errors, inner.dropped
         self.stats.reconnects = inner.reconnects
 
-    def _grab(self, timeout_s: float) -> Frame | None:
-        window: list[Frame] = []
-        try:
-            while len(window) < self.n_frames:
-                frame = self.inner.read(timeout_s)
-                if frame is None:
-                    self.averaging.discarded += len(window)
-                    return None
-                if window:
-                    why = motion_between(
-                        window[0], frame, self.motion_threshold, self.motion_fraction
+    def _moved(self, ref: Frame, frame: Frame) -> str | None:
+        return motion_between(ref, frame, self.motion_threshold, self.motion_fraction)
+
+    def _step(self, frame: Frame) -> Frame | None:
+        """Take one frame; return a mean when a window is complete."""
+        if self._stop_ref is not None:  # per-stop: this stop already has its mean
+            why = self._moved(self._stop_ref, frame)
+            if why is None:
+                self._held_now += 1
+                self.averaging.held += 1
+                return None
+            log.info(
+                "%s: frame %d moved (%s): the stop since frame %d is over; %d frame(s) of it "
+                "held back after its mean", self.name, frame.frame_number, why,
+                self._stop_ref.frame_number, self._held_now,
+            )
+            self._stop_ref, self._held_now = None, 0
+        elif self._window:
+            why = self._moved(self._window[0], frame)
+            if why is not None:
+                k = len(self._window)
+                self.averaging.motion_resets += 1
+                self.averaging.discarded += k
+                if k >= 2:  # a part stood still, but not long enough: no verdict for it
+                    self.averaging.short_stops += 1
+                    log.info(
+                        "%s: frame %d moved (%s) after %d still frame(s) (< %d): no mean "
+                        "for that stop", self.name, frame.frame_number, why, k, self.n_frames,
                     )
-                    if why is not None:
-                        log.info(
-                            "%s: frame %d moved (%s); %d frame(s) not averaged",
-                            self.name, frame.frame_number, why, len(window),
-                        )
-                        self.averaging.motion_resets += 1
-                        self.averaging.discarded += len(window)
-                        window = []
-                window.append(frame)
-        except FrameTimeout:
-            self.averaging.discarded += len(window)  # the part may have moved meanwhile
-            raise
-        finally:
-            self._sync_stats()
+                else:  # moving: every frame differs from the one before
+                    log.debug("%s: frame %d moved (%s)", self.name, frame.frame_number, why)
+                self._window = []
+        self._window.append(frame)
+        if len(self._window) < self.n_frames:
+            return None
+        window, self._window = self._window, []
+        if self.mode == "per-stop":
+            self._stop_ref = window[0]
         self.averaging.averaged += 1
         return average_frames(window)
+
+    def _grab(self, timeout_s: float) -> Frame | None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    frame = self.inner.read(timeout_s)
+                except FrameTimeout:
+                    self.averaging.discarded += len(self._window)  # it may have moved meanwhile
+                    self._window = []
+                    raise
+                if frame is None:
+                    self.averaging.discarded += len(self._window)
+                    self._window = []
+                    return None
+                out = self._step(frame)
+                if out is not None:
+                    return out
+                if time.monotonic() >= deadline:
+                    raise SourceIdle(self._waiting_for())
+        finally:
+            self._sync_stats()
+
+    def _waiting_for(self) -> str:
+        if self._stop_ref is not None:
+            return (f"{self.name}: waiting for motion after the stop's mean ({self._held_now} "
+                    "frame(s) held)")
+        return (f"{self.name}: waiting for {self.n_frames} still frames "
+                f"({len(self._window)} so far)")

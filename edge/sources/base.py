@@ -5,6 +5,8 @@ Contract of `FrameSource.read`:
 - returns ``None`` when a finite source (recording, folder) has ended — and keeps doing so;
 - raises `FrameTimeout` when a live source delivered nothing within ``timeout_s`` (the source
   stays open and keeps reconnecting: call ``read`` again, e.g. after checking a stop flag);
+  its subclass `SourceIdle` says the source is working but has nothing to deliver yet (an
+  averaging source waits for a still part, or for motion after a part's verdict): not a fault;
 - raises `SourceError` for anything fatal (missing file, no camera, too many bad frames).
 
 A single unusable frame (corrupt, stale, fails to convert) is not fatal: the subclass raises
@@ -23,7 +25,9 @@ from dataclasses import asdict, dataclass
 
 from edge.frames import Frame
 
-__all__ = ["FrameError", "FrameSource", "FrameTimeout", "SourceError", "SourceStats"]
+__all__ = [
+    "FrameError", "FrameSource", "FrameTimeout", "SourceError", "SourceIdle", "SourceStats",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,12 @@ class SourceError(RuntimeError):
 
 class FrameTimeout(SourceError):
     """No frame arrived within the requested time; the source is still open and retrying."""
+
+
+class SourceIdle(FrameTimeout):
+    """The source received frames within the time but has none to deliver yet (by design: an
+    averaging source waiting for a still part, or for motion after a part's verdict). Callers
+    that only know `FrameTimeout` retry, which is right; a run loop need not warn."""
 
 
 class FrameError(Exception):
@@ -108,6 +118,8 @@ class FrameSource(ABC):
         while True:
             try:
                 frame = self.read()
+            except SourceIdle:
+                continue
             except FrameTimeout as exc:
                 log.warning("%s", exc)
                 continue

@@ -98,6 +98,12 @@ class RealSenseOptions(_Strict):
         "still (depth noise falls by ~√N; frames are never averaged across motion, see "
         "edge.sources.averaging); 1 = off",
     )
+    average_mode: Literal["per-stop", "continuous"] = Field(
+        "per-stop",
+        description="averaging: 'per-stop' delivers one mean per stop of a part (then nothing "
+        "until motion is seen: one verdict per part at a stop-and-go station); 'continuous' "
+        "one mean per average_frames still frames (a part standing k frames gives k // N)",
+    )
     motion_threshold: float = Field(
         5.0, gt=0.0, description="averaging: a pixel changed when its colour or depth moved "
         "by more than this many noise σ (measured from the frames)"
@@ -105,6 +111,12 @@ class RealSenseOptions(_Strict):
     motion_fraction: float = Field(
         0.005, gt=0.0, le=1.0, description="averaging: the part moved when more than this "
         "share of pixels changed; the window then restarts"
+    )
+    acquisition_check: Literal["refuse", "warn", "off"] = Field(
+        "refuse", description="the bundle records the filters and average_frames its training "
+        "data was acquired with (edge.sources.acquisition): settings left unset here are "
+        "taken from it; one set differently refuses to start (refuse), is logged (warn) or "
+        "not checked at all (off: nothing is taken from the bundle either)"
     )
     wait_timeout_s: float = Field(
         5.0, gt=0.0, description="no frame for this long = camera lost; reconnect"
