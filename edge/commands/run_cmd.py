@@ -234,10 +234,13 @@ def summarise(stats: LoopStats) -> str:
     return "\n".join(lines)
 
 
-def no_verdict_reason(stats: LoopStats, spec: str) -> str:
-    """One line: why a finite source gave no verdict, and what to do about it."""
+def no_verdict_reason(stats: LoopStats, spec: str, source_note: str | None = None) -> str:
+    """One line: why a finite source gave no verdict, and what to do about it.
+    ``source_note``: the source's own account (an averaging source that saw no still part)."""
     kind = parse_spec(spec)[0]
     if stats.captured == 0 and stats.source_errors == 0:
+        if source_note:
+            return f"no verdict from {spec}: {source_note}"
         if kind == "file":
             why = ("the recording yielded no depth+colour frame pair (a recording with one "
                    "stream only, or depth and colour frames too far apart in time)")
@@ -287,12 +290,14 @@ def run_run(args: argparse.Namespace) -> int:
         _install_signal_handlers(station.loop, stopped)
         stats = station.loop.run()
         live = station.loop.live
+        note = getattr(station.loop.source, "no_output_reason", lambda: None)()
     print(summarise(stats))
     delivery = station.delivery
     if delivery is not None:
         print(delivery.line())
     if not live and stats.processed == 0 and not stopped.is_set() and args.max_frames != 0:
-        print(f"trd-edge run: {no_verdict_reason(stats, config.camera.source)}", file=sys.stderr)
+        print(f"trd-edge run: {no_verdict_reason(stats, config.camera.source, note)}",
+              file=sys.stderr)
         return EXIT_NO_VERDICT
     if delivery is not None and delivery.refused_kept:
         print(f"trd-edge run: {delivery.refused_kept} verdicts refused by the broker are kept "
