@@ -14,7 +14,13 @@ import pytest
 
 from calibration.geometry import plane_noise
 from edge.datasets.sensors import SENSORS, StereoSensor, get_sensor
-from edge.datasets.synthetic import DEFECT_TYPES, SceneGenerator, add_synth_arguments, run_synth
+from edge.datasets.synthetic import (
+    DEFECT_TYPES,
+    SceneGenerator,
+    add_synth_arguments,
+    run_synth,
+    write_dataset,
+)
 
 N = 128
 
@@ -273,3 +279,39 @@ def test_dent_depth_sets_the_geometry_defect_and_keeps_the_scene() -> None:
     assert parser.parse_args(["--out", "x", "--dent-depth", "3"]).dent_depth == (0.003, 0.003)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--dent-depth", "5,1"])
+
+
+def test_dent_diameter_sets_the_geometry_defect_and_keeps_the_scene() -> None:
+    for width in (0.005, 0.020):
+        gen = SceneGenerator("puck", 64, seed=8, distance=0.55, dent_diameter=(width, width))
+        ref = SceneGenerator("puck", 64, seed=8, distance=0.55)
+        for _ in range(3):
+            (s, twin), (_, rtwin) = gen.sample_with_twin("geometry"), ref.sample_with_twin("geometry")
+            assert np.array_equal(twin.xyz, rtwin.xyz)  # the same part, pose and noise
+            # the dent's area is that of a circle of the diameter (px span z/f m on the top)
+            z = float(np.median(twin.xyz[..., 2][s.mask]))
+            got = 2 * np.sqrt(s.mask.sum() / np.pi) * z / gen.f
+            assert got == pytest.approx(width, rel=0.12)  # 64 px: 2.5-10 px across
+        # the random stream stays aligned: the next good part is the same with either size
+        assert np.array_equal(gen.sample("good").xyz, ref.sample("good").xyz)
+    with pytest.raises(ValueError, match="dent_diameter"):
+        SceneGenerator("puck", 64, dent_diameter=(0.02, 0.01))
+    parser = add_synth_arguments(argparse.ArgumentParser())
+    assert parser.parse_args(["--out", "x"]).dent_diameter is None
+    assert parser.parse_args(["--out", "x", "--dent-diameter", "5,20"]).dent_diameter == (
+        0.005, 0.02)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "x", "--dent-diameter", "20,5"])
+
+
+def test_a_data_set_of_one_defect_type_has_the_same_images(tmp_path: Path) -> None:
+    kw = dict(categories=("puck",), image_size=64, n_train=0, n_validation=0, n_test_good=0,
+              seed=2, progress=False, sensor="d435", distance=0.55)
+    write_dataset(tmp_path / "all", n_test_per_defect=3, **kw)
+    write_dataset(tmp_path / "geo", n_test_per_defect={"geometry": 3}, **kw)
+    assert sorted(p.name for p in (tmp_path / "geo/puck/test").iterdir()) == ["geometry"]
+    for f in sorted((tmp_path / "all/puck/test/geometry").rglob("*.*")):
+        rel = f.relative_to(tmp_path / "all")
+        assert f.read_bytes() == (tmp_path / "geo" / rel).read_bytes()
+    with pytest.raises(ValueError, match="unknown defect types"):
+        write_dataset(tmp_path / "bad", n_test_per_defect={"dent": 1}, **kw)
