@@ -10,7 +10,10 @@ differ). Prints one markdown row per station × category; rows also go to ``--js
         --stations ideal@0.55 d435@0.55 d435@0.55x8 d405@0.2 --depths 1 2 3 4 5 \\
         --image-size 64 --epochs 8
 
-A station is ``SENSOR@DISTANCE`` with an optional ``xN`` (N frames averaged at the station).
+A station is ``SENSOR@DISTANCE`` with an optional ``xN`` (N frames averaged at the station)
+and optional ``+FILTER`` items: librealsense's filters at the station, applied to the data by
+`trd-edge synth --filters` (``d435@0.55+spatial+temporal``, ``d435@0.55x8+spatial=0.5:20``;
+`edge.sources.acquisition.parse_filter_spec`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 
 from edge.datasets.sensors import get_sensor
 from edge.datasets.synthetic import write_dataset
+from edge.sources.acquisition import filter_tag, parse_filter_spec
+from edge.sources.options import FilterOptions
 from trainer.evaluate import evaluate
 from trainer.run import TrainConfig
 from trainer.train import train
@@ -30,15 +35,22 @@ from trainer.train import train
 SOBEL = {"puck": 3}  # the low, flat puck needs the 3-tap aperture (docs/offline-teachers.md)
 
 
-def _station(text: str) -> tuple[str, float, int]:
-    m = re.fullmatch(r"(\w+)@([0-9.]+)(?:x(\d+))?", text)
+def _station(text: str) -> tuple[str, float, int, FilterOptions]:
+    m = re.fullmatch(r"(\w+)@([0-9.]+)(?:x(\d+))?(?:\+(.+))?", text)
     if not m:
-        raise argparse.ArgumentTypeError(f"station {text!r}: use SENSOR@DISTANCE[xN]")
-    return m.group(1), float(m.group(2)), int(m.group(3) or 1)
+        raise argparse.ArgumentTypeError(f"station {text!r}: use SENSOR@DISTANCE[xN][+FILTER...]")
+    try:
+        filters = parse_filter_spec(m.group(4) or "")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"station {text!r}: {exc}") from None
+    return m.group(1), float(m.group(2)), int(m.group(3) or 1), filters
 
 
-def _data(out: Path, sensor: str, distance: float, average: int, args, depth: float | None):
-    tag = f"{sensor}-{distance:g}-x{average}-{args.data_size}-s{args.seed}" + (
+def _data(out: Path, sensor: str, distance: float, average: int, args, depth: float | None,
+          filters: FilterOptions | None = None):
+    ftag = filter_tag(filters) if filters is not None else ""
+    tag = f"{sensor}-{distance:g}-x{average}" + (f"-{ftag}" if ftag else "") + (
+        f"-{args.data_size}-s{args.seed}") + (
         f"-n{args.n_train}" if args.n_train != 60 and depth is None else "")
     # (a dent set has no training split, and a seed's test scenes do not depend on n_train)
     root = out / (f"data-{tag}" if depth is None else f"data-{tag}-dent{depth:g}")
@@ -50,6 +62,7 @@ def _data(out: Path, sensor: str, distance: float, average: int, args, depth: fl
             n_test_per_defect=20, seed=args.seed, progress=False, sensor=sensor,
             distance=distance, average_frames=average,
             dent_depth=(0.002, 0.004) if depth is None else (depth / 1e3, depth / 1e3),
+            filters=filters,
         )
     return root
 
@@ -79,13 +92,15 @@ def main() -> None:
     print(f"| station | category | model RMS mm | colour | geometry 2–4 mm | both | {depths} | "
           "fused | P-AUROC | train s |")
     print("|---" * (9 + len(a.depths)) + "|")
-    for sensor, distance, average in a.stations:
+    for sensor, distance, average, filters in a.stations:
         spec = get_sensor(sensor)
         rms = spec.plane_rms(distance) / average**0.5 if spec is not None else 0.00015
-        data = _data(a.out, sensor, distance, average, a, None)
+        data = _data(a.out, sensor, distance, average, a, None, filters)
+        ftag = filter_tag(filters)
         for cat in a.categories:
             sm = f"-sm{a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""
-            run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}-{a.image_size}-"
+            run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}"
+                           + (f"-{ftag}" if ftag else "") + f"-{a.image_size}-"
                            f"{a.modality}{sm}-e{a.epochs}-n{a.n_train}"
                            + (f"-s{a.seed}" if a.seed else "")
                            + ("-wk" if a.preprocess == "working" else ""))
@@ -103,12 +118,13 @@ def main() -> None:
             per = {k: v["image_auroc"] for k, v in res["per_defect_type"].items()}
             by_depth = {}
             for d in a.depths:
-                dres = evaluate(run, _data(a.out, sensor, distance, average, a, d), cat,
-                                progress=False)
+                dres = evaluate(run, _data(a.out, sensor, distance, average, a, d, filters),
+                                cat, progress=False)
                 by_depth[d] = dres["per_defect_type"]["geometry"]["image_auroc"]
             f = res["fused"]
             cols = " | ".join(f"{by_depth[d]:.2f}" for d in a.depths)
             name = (f"{sensor} {distance:g} m" + (f" ×{average}" if average > 1 else "")
+                    + (f" {ftag}" if ftag else "")
                     + (f" {a.modality}" if a.modality != "normal" else "")
                     + (f" smooth σ={a.depth_smoothing:g}" if a.depth_smoothing > 0 else "")
                     + (" working" if a.preprocess == "working" else ""))
@@ -118,7 +134,8 @@ def main() -> None:
             if a.jsonl:
                 with a.jsonl.open("a") as fh:
                     fh.write(json.dumps({
-                        "station": [sensor, distance, average], "config": cfg.model_dump(),
+                        "station": [sensor, distance, average], "filters": ftag,
+                        "config": cfg.model_dump(),
                         "train_s": seconds, "per_defect_type": per, "fused": f,
                         "geometry_by_depth_mm": by_depth,
                     }) + "\n")

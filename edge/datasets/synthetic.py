@@ -45,6 +45,8 @@ import numpy as np
 import tifffile
 
 from edge.datasets.sensors import SENSORS, SensorDraw, SensorSpec, StereoSensor, get_sensor
+from edge.sources.acquisition import Acquisition, parse_filter_spec, write_acquisition
+from edge.sources.options import FilterOptions
 
 __all__ = [
     "CATEGORIES",
@@ -622,6 +624,7 @@ def write_dataset(
     average_frames: int = 1,
     dent_depth: tuple[float, float] = (0.002, 0.004),
     dent_diameter: tuple[float, float] | None = None,
+    filters: FilterOptions | None = None,
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -637,10 +640,22 @@ def write_dataset(
     sensor, its distance and the RMS depth error the model predicts there. ``average_frames``
     > 1 writes each part as the station's temporal average of that many captures
     (`edge.sources.averaging`, as ``camera.realsense.average_frames`` records it).
+
+    ``filters`` (with a sensor) passes every capture through librealsense's own spatial /
+    temporal / hole-filling filters before averaging, as the station does
+    (`edge.sources.rs_depth_filter`); each part is captured `frames_per_part` times (the
+    temporal filter's history) and the last filtered capture, or the mean with averaging, is
+    the sample. ``<category>/calibration/acquisition.json`` records the chain
+    (`edge.sources.acquisition`).
     """
     from tqdm import tqdm
 
     spec = get_sensor(sensor)
+    filters = filters if filters is not None and filters.any_enabled else None
+    if filters is not None and spec is None:
+        raise ValueError("--filters needs a --sensor other than ideal (the ideal data has no "
+                         "depth units or stereo noise for librealsense's filters to work on)")
+    n_still = frames_per_part(filters, average_frames)
 
     out = Path(out)
     categories = tuple(categories)
@@ -666,11 +681,14 @@ def write_dataset(
                 type_dir = cat_dir / split / dtype
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
                     (type_dir / sub).mkdir(parents=True, exist_ok=True)
+                chain = _filter_chain(gen, filters) if filters is not None else None
                 for i in range(count):
-                    scene = (
-                        gen.sample(dtype) if average_frames <= 1
-                        else _averaged(gen.sample_still(dtype, average_frames))
-                    )
+                    if chain is not None:
+                        scene = _filtered_part(gen, chain, dtype, n_still, average_frames)
+                    elif average_frames <= 1:
+                        scene = gen.sample(dtype)
+                    else:
+                        scene = _averaged(gen.sample_still(dtype, average_frames))
                     name = f"{i:03d}"
                     cv2.imwrite(
                         str(type_dir / "rgb" / f"{name}.png"),
@@ -687,6 +705,8 @@ def write_dataset(
                             scene.mask.astype(np.uint8) * 255,
                         )
                     bar.update(1)
+                if chain is not None:
+                    chain.close()
             calib = cat_dir / "calibration"
             calib.mkdir(parents=True, exist_ok=True)
             station = SceneGenerator(
@@ -699,6 +719,61 @@ def write_dataset(
             if station.sensor is not None:
                 record = _sensor_record(station) | {"average_frames": average_frames}
                 (calib / "sensor.json").write_text(json.dumps(record, indent=2))
+            write_acquisition(cat_dir, Acquisition(
+                source="sensor-model" if spec is not None else "synthetic",
+                filters=filters or FilterOptions(), average_frames=average_frames,
+                depth_units_m=spec.depth_unit_m if spec is not None else None,
+                frames_per_part=n_still if filters is not None else None,
+                note="trd-edge synth" + (
+                    f": librealsense filters on the sensor model, {n_still} still frame(s) "
+                    "per part" if filters is not None else ": no filters"),
+            ))
+
+
+# Still frames per part when the temporal filter runs without averaging: its history needs
+# frames of the part standing still (at 30 fps a part stopping ~0.3 s); the sample is the last.
+TEMPORAL_STILL_FRAMES = 8
+
+
+def frames_per_part(filters: FilterOptions | None, average_frames: int) -> int:
+    """Captures of each part the data set's filters see: ``average_frames`` when averaging,
+    `TEMPORAL_STILL_FRAMES` for the temporal filter alone, else 1."""
+    if average_frames > 1:
+        return average_frames
+    return TEMPORAL_STILL_FRAMES if filters is not None and filters.temporal else 1
+
+
+def _filter_chain(gen: SceneGenerator, filters: FilterOptions):
+    """librealsense's filters on a software depth sensor with this generator's camera."""
+    from edge.frames import Intrinsics
+    from edge.sources.rs_depth_filter import DepthFilterChain
+
+    assert gen.sensor is not None
+    n = gen.image_size
+    intr = Intrinsics(fx=gen.f, fy=gen.f, cx=gen.c, cy=gen.c, width=n, height=n)
+    # disparities in the real camera's pixels (see edge.sources.rs_depth_filter)
+    baseline_mm = gen.sensor.spec.baseline_m * 1000.0 / gen.sensor.scale
+    return DepthFilterChain(filters, intr, gen.sensor.spec.depth_unit_m, baseline_mm)
+
+
+def _filtered_part(gen: SceneGenerator, chain, defect: str, n_still: int,
+                   average_frames: int) -> SyntheticScene:
+    """One part: ``n_still`` captures through the filters (a fresh history), then the
+    station's mean of them (``average_frames`` > 1) or the last one."""
+    scenes = gen.sample_still(defect, n_still) if n_still > 1 else [gen.sample(defect)]
+    chain.new_part()
+    filtered = [filter_scene(s, chain, gen) for s in scenes]
+    return _averaged(filtered) if average_frames > 1 else filtered[-1]
+
+
+def filter_scene(scene: SyntheticScene, chain, gen: SceneGenerator) -> SyntheticScene:
+    """``scene`` with its depth passed through ``chain`` (a `DepthFilterChain`) as Z16."""
+    from edge.sources.rs_software import xyz_to_depth
+
+    units = chain.depth_units
+    z = chain(xyz_to_depth(scene.xyz, units)).astype(np.float64) * units
+    xyz = np.stack([gen._rx * z, gen._ry * z, z], axis=-1).astype(np.float32)
+    return dataclasses.replace(scene, xyz=xyz)
 
 
 def _averaged(scenes: list[SyntheticScene]) -> SyntheticScene:
@@ -774,6 +849,13 @@ def _parse_distance(text: str) -> float | dict[str, float]:
         ) from None
 
 
+def _parse_filters(text: str) -> FilterOptions:
+    try:
+        return parse_filter_spec(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `trd-edge synth` options to ``parser`` (for the CLI to wire to `run_synth`)."""
     parser.add_argument("--out", type=Path, required=True, help="output root folder")
@@ -835,6 +917,17 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         "(what a station with camera.realsense.average_frames=N records)",
     )
     parser.add_argument(
+        "--filters",
+        type=_parse_filters,
+        default=None,
+        help="with --sensor: pass every capture through librealsense's own filters, as a "
+        "station with camera.realsense.filters does: spatial[=ALPHA:DELTA], "
+        "temporal[=ALPHA:DELTA], hole_filling[=MODE], comma-separated (e.g. "
+        "spatial,temporal,hole_filling=1); the temporal filter sees "
+        f"{TEMPORAL_STILL_FRAMES} still frames per part (or --average-frames N). Needs "
+        "pyrealsense2",
+    )
+    parser.add_argument(
         "--subpixel",
         type=float,
         default=None,
@@ -882,6 +975,7 @@ def run_synth(args: argparse.Namespace) -> int:
             average_frames=average,
             dent_depth=getattr(args, "dent_depth", (0.002, 0.004)),
             dent_diameter=getattr(args, "dent_diameter", None),
+            filters=getattr(args, "filters", None),
         )
     except ValueError as exc:
         print(f"trd-edge synth: {exc}")
