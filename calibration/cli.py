@@ -51,6 +51,7 @@ from edge.bundle import Bundle, StatsSpec, atomic_write_text, load_bundle, utc_n
 from edge.inspector import Inspector
 from edge.processing.scoring import ScoreStats, score_maps
 from edge.sources import FrameTimeout, SourceError, SourceOptions, open_source
+from edge.sources.acquisition import station_options
 
 __all__ = ["CalibrationResult", "add_calibrate_args", "calibrate", "run_calibrate"]
 
@@ -105,6 +106,9 @@ def _collect(
     skipped = unusable = timeouts = 0
     labels: list[int] = []
     try:
+        options = station_options(options or SourceOptions(), camera,
+                                  inspector.bundle.manifest.acquisition,
+                                  f"bundle {inspector.bundle.path.name}")
         source = open_source(camera, options)
         inspector.attach(source)  # registered at the bundle's working grid, as at the station
         source.open()

@@ -4,7 +4,7 @@ Layout (see ``shared/design/architecture.md``)::
 
     BUNDLE/
       manifest.json         pydantic ``Manifest`` (schema_version, model, preprocess, io, files,
-                            scoring, provenance, metrics, engines)
+                            scoring, provenance, metrics, engines, acquisition)
       model.onnx            FP32 per-frame graph: inputs rgb, x3d -> outputs map_rgb, map_3d
       model.fp16.onnx       FP16 body, FP32 score head and FP32 I/O (optional)
       model.int8.onnx       INT8 QDQ body for onnxruntime, FP32 normalisation, head and I/O
@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.sources.acquisition import Acquisition
 
 # 1.1: graphs take uint8 RGB (1,S,S,3) and the 3D image (1,3,S,S) in [0,1] and normalise
 # inside; preprocessing records `pipeline` (a 1.0 bundle is float32 normalised I/O, reference).
@@ -207,6 +209,9 @@ class Manifest(_Strict):
     metrics: dict[str, Any] | None = None
     engines: dict[str, EngineEntry] = Field(default_factory=dict)
     quantization: QuantizationSpec | None = None  # present with model.int8.onnx
+    # how the training data's depth was acquired (filters, frames averaged): the station
+    # repeats it (edge.sources.acquisition); None in bundles exported before it (not checked)
+    acquisition: Acquisition | None = None
 
     @model_validator(mode="after")
     def _check_sigma(self) -> Manifest:

@@ -242,6 +242,7 @@ def export_bundle(
             run_dir=os.fspath(run_dir.resolve()),
         ),
         metrics=loaded.metrics,
+        acquisition=info.acquisition,
     )
     atomic_write_text(out / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")
     bundle = load_bundle(out)  # round-trip: what we wrote must load and verify

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.processing.preprocess import PreprocessConfig
 from edge.processing.scoring import ScoreStats
+from edge.sources.acquisition import Acquisition
 from trainer.choices import AutoChoices
 
 if TYPE_CHECKING:  # torch-side types only for annotations
@@ -132,6 +133,9 @@ class RunInfo(BaseModel):
     torch_version: str | None = None
     # what choose_from_data chose and why; None when nothing was chosen (older runs)
     auto_choices: AutoChoices | None = None
+    # the training data's depth acquisition chain (edge.sources.acquisition.read_acquisition);
+    # None in runs recorded before it
+    acquisition: Acquisition | None = None
 
 
 class Calibration(BaseModel):

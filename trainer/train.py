@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from edge.datasets.dataset_io import dataset_kind, list_samples
 from edge.processing.preprocess import PreprocessConfig, sobel_ksize_for
+from edge.sources.acquisition import read_acquisition
 from trainer.choices import AutoChoices, choose_from_data, describe
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
@@ -259,6 +260,11 @@ def _train(
             torch_version=torch.__version__,
         )
     info.config = cfg  # epochs may have been raised for a resume
+    info.acquisition = read_acquisition(Path(cfg.data_root) / cfg.category)
+    if info.acquisition.filtering:
+        print(f"training data acquired with {info.acquisition.describe()} "
+              f"({info.acquisition.source}); the bundle records it, the station repeats it",
+              flush=True)
     info.auto_choices = choices
     info.epochs_source = epochs_source
     info.n_train, info.n_validation = len(train_records), len(val_records)

@@ -473,7 +473,11 @@ def bench_backend(
         source_wait: list[float] = []
         ui_ms_all: list[float] = []
         seq = 0
-        source = open_source(camera)
+        from edge.sources import SourceOptions
+        from edge.sources.acquisition import station_options
+
+        source = open_source(camera, station_options(
+            SourceOptions(), camera, bundle.manifest.acquisition, f"bundle {bundle.path.name}"))
         if inspector.attach(source):
             notes.append(f"camera registers depth at the working grid {inspector.working_grid}")
         with source:

@@ -26,6 +26,7 @@ from edge.config import StationConfig, cli_overrides, load_config
 from edge.inspector import Inspector
 from edge.runloop import LoopStats, RunLoop, latency_summary, verdict_emitter
 from edge.sources import open_source, parse_spec
+from edge.sources.acquisition import station_options
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,10 @@ def assemble(config: StationConfig, max_frames: int | None = None, console: bool
         counter = iter(range(1 << 62))
         next_seq = publisher.next_sequence if publisher is not None else lambda: next(counter)
         kind = parse_spec(config.camera.source)[0]
-        source = open_source(config.camera.source, config.camera)
+        # the depth chain (filters, frames averaged) the bundle's training data had
+        camera = station_options(config.camera, config.camera.source,
+                                 bundle.manifest.acquisition, f"bundle {bundle.path.name}")
+        source = open_source(config.camera.source, camera)
         inspector.attach(source)  # a camera registers depth at the bundle's working grid
         source = stack.enter_context(source)
         loop = RunLoop(

@@ -42,6 +42,8 @@ __all__ = [
     "parse_filter_spec",
     "read_acquisition",
     "resolve_station_chain",
+    "source_acquisition",
+    "station_options",
     "write_acquisition",
 ]
 
@@ -210,7 +212,10 @@ def resolve_station_chain(
     if overrides:
         from edge.sources.options import apply_overrides
 
-        effective = apply_overrides(options, overrides)
+        try:
+            effective = apply_overrides(options, overrides)
+        except ValueError:  # a bad spec: open_source says what is wrong with it
+            return ChainDecision(realsense=options)
     explicit = explicit_settings(options, overrides)
     wanted = chain_settings(bundle_chain.filters, bundle_chain.average_frames)
     station = chain_settings(effective.filters, effective.average_frames)
@@ -334,3 +339,62 @@ def filter_tag(filters: FilterOptions) -> str:
         parts.append("hole_filling" if filters.hole_filling == _DEFAULT_HOLE_FILLING
                      else f"hole_filling={filters.hole_filling}")
     return "+".join(parts)
+
+
+def station_options(options: Any, spec: str, chain: Acquisition | None,
+                    what: str = "the bundle") -> Any:
+    """The source options a station opens ``spec`` with, given its bundle's chain.
+
+    ``options`` is a `SourceOptions` (or the station config's camera section). A RealSense
+    camera or recording (``realsense``, ``file:``) gets `resolve_station_chain`'s decision
+    (adopt unset settings, refuse differing ones: `AcquisitionMismatch`, a ValueError);
+    other sources deliver their frames as they are: nothing is checked, one line is logged
+    when the bundle's data was filtered or averaged. Returns ``options`` or an updated copy.
+    """
+    import logging
+
+    from edge.sources import parse_spec
+
+    log = logging.getLogger("edge.sources.acquisition")
+    kind, _, overrides = parse_spec(spec)
+    if chain is None:
+        return options
+    if kind not in ("realsense", "file"):
+        if chain.filtering:
+            log.info("%s's training data was acquired with %s; a %s source is not a RealSense "
+                     "camera, so its frames are used as they are (not checked)", what,
+                     chain.describe(), kind)
+        return options
+    rs_opts = options.realsense
+    mode = overrides.get("acquisition_check", rs_opts.acquisition_check)
+    decision = resolve_station_chain(rs_opts, overrides, chain, mode, what)
+    for line in decision.log_lines:
+        (log.warning if line.startswith("WARNING") else log.info)("%s", line)
+    if decision.realsense is rs_opts:
+        return options
+    return options.model_copy(update={"realsense": decision.realsense})
+
+
+def source_acquisition(spec: str, options: Any, source: Any = None) -> Acquisition:
+    """What a source opened from ``spec`` with ``options`` (a `SourceOptions`) applies to the
+    depth: a RealSense camera or recording its filters and ``average_frames`` (with the
+    ``?key=value`` overrides; the depth unit read from ``source`` once it has been opened);
+    folder replays and the synthetic camera nothing (the frames as they are delivered)."""
+    from edge.sources import parse_spec
+
+    kind, _, overrides = parse_spec(spec)
+    if kind not in ("realsense", "file"):
+        return Acquisition(source=kind, note=f"a {kind} source: no RealSense filters, one "
+                           "frame per sample, as the source delivered it")
+    rs_opts = options.realsense
+    if overrides:
+        from edge.sources.options import apply_overrides
+
+        rs_opts = apply_overrides(rs_opts, overrides)
+    inner = getattr(source, "inner", source)  # an AveragingSource wraps the camera
+    units = getattr(inner, "depth_scale", None)
+    return Acquisition(
+        source=kind, filters=rs_opts.filters, average_frames=rs_opts.average_frames,
+        depth_units_m=float(units) if units else None,
+        note="trd-edge record: the filters and averaging the source applied",
+    )

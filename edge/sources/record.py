@@ -11,6 +11,12 @@ source knows they are defective (synthetic camera, dataset replay: ``meta["label
 skipped and counted. With ``--raw`` a live RealSense session is also recorded to
 ``<out>/recordings/<category>-<split>-<time>.db3`` (``rs.config.enable_record_to_file``), kept
 outside the dataset tree so that dataset readers never see it.
+
+``<out>/<category>/calibration/acquisition.json`` records how the depth was acquired
+(`edge.sources.acquisition`: the RealSense filters and frames averaged the source applied;
+nothing for folder replays and the synthetic camera); training copies it into the bundle and
+the station repeats it. A session whose chain differs from the one already recorded in the
+data set is refused: one data set, one acquisition chain.
 """
 
 from __future__ import annotations
@@ -26,6 +32,13 @@ import tifffile
 
 from edge.frames import Frame
 from edge.sources import SourceError, SourceOptions, open_source, parse_spec
+from edge.sources.acquisition import (
+    ACQUISITION_FILE,
+    chain_settings,
+    read_acquisition,
+    source_acquisition,
+    write_acquisition,
+)
 
 __all__ = ["add_record_arguments", "next_index", "run_record", "write_sample"]
 
@@ -89,6 +102,21 @@ def _options(args: argparse.Namespace, spec: str, out: Path) -> SourceOptions:
     return options.model_copy(update={"realsense": rs_opts})
 
 
+def _chain_conflict(category_dir: Path, acquisition) -> str | None:
+    """Why this session may not add to the data set (its recorded chain differs), or None."""
+    if not (category_dir / "calibration" / ACQUISITION_FILE).is_file():
+        return None
+    before = read_acquisition(category_dir)
+    old = chain_settings(before.filters, before.average_frames)
+    new = chain_settings(acquisition.filters, acquisition.average_frames)
+    if old == new:
+        return None
+    return (f"{category_dir} was recorded with {before.describe()} ({before.source}) but this "
+            f"session applies {acquisition.describe()}: one data set holds one depth "
+            "acquisition chain; record into another --out/--category, or set the same "
+            "camera.realsense filters and average_frames (?key=value)")
+
+
 def run_record(args: argparse.Namespace) -> int:
     """Handler of ``trd-edge record``; returns the process exit code (0 ok, 1 failed, 2 usage).
 
@@ -109,7 +137,13 @@ def run_record(args: argparse.Namespace) -> int:
     written = skipped = 0
     source = None
     try:
-        source = open_source(args.camera, _options(args, args.camera, out))
+        options = _options(args, args.camera, out)
+        acquisition = source_acquisition(args.camera, options)
+        problem = _chain_conflict(out / args.category, acquisition)
+        if problem:
+            print(f"trd-edge record: {problem}")
+            return 2
+        source = open_source(args.camera, options)
         with source, tqdm(total=args.frames, desc="record", unit="frame") as bar:
             for frame in source:
                 if frame.meta.get("label") == 1:
@@ -123,8 +157,16 @@ def run_record(args: argparse.Namespace) -> int:
     except SourceError as exc:
         print(f"trd-edge record: {exc}")
         return 1
+    except ValueError as exc:  # a bad ?key=value of the camera spec
+        print(f"trd-edge record: {exc}")
+        return 2
     except KeyboardInterrupt:
         print(f"trd-edge record: interrupted after {written} frames")
+    if written:
+        path = write_acquisition(out / args.category,
+                                 source_acquisition(args.camera, options, source))
+        print(f"depth acquisition: {acquisition.describe()} ({acquisition.source}), "
+              f"recorded in {path}")
     summary = (
         f"wrote {written} good frames to {type_dir} (numbers {start:03d}..{start + written - 1:03d})"
         if written
