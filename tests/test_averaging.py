@@ -37,6 +37,26 @@ class _ListSource(FrameSource):
         return True
 
 
+class _Tap(FrameSource):
+    """Passes another source's frames through and keeps them."""
+
+    def __init__(self, inner: FrameSource) -> None:
+        super().__init__()
+        self.inner, self.name, self.frames = inner, inner.name, []
+
+    def _open(self) -> None:
+        self.inner.open()
+
+    def _close(self) -> None:
+        self.inner.close()
+
+    def _grab(self, timeout_s: float) -> Frame | None:
+        frame = self.inner.read(timeout_s)
+        if frame is not None:
+            self.frames.append(frame)
+        return frame
+
+
 def _frames(scenes: list[SyntheticScene], start: int = 0, tag: str = "") -> list[Frame]:
     intr = Intrinsics(*scenes[0].intrinsics, width=64, height=64, depth_scale=0.001)
     return [Frame(rgb=s.rgb, xyz=s.xyz, frame_number=start + i, intrinsics=intr,
@@ -135,15 +155,149 @@ def test_recording_averaged_through_the_camera_option(tmp_path: Path) -> None:
 
     with open_source(f"file:{path}") as plain:
         singles = list(plain)
-    with open_source(f"file:{path}?average_frames=8&average_mode=continuous") as src:
-        assert isinstance(src, AveragingSource)
+    src = open_source(f"file:{path}?average_frames=8&average_mode=continuous")
+    assert isinstance(src, AveragingSource)
+    src.inner = tap = _Tap(src.inner)
+    with src:
         out = list(src)
-    # 16-17 frames of a (the syncer may drop the first) -> 2 means, b's 9 -> 1 mean
-    assert len(out) == 3 and src.averaging.motion_resets == 1
+    # a's 17 frames -> 2 means, b's 9 -> 1 mean; a playback may lose its first framesets
+    # (edge/sources/realsense.py), so count a's frames the camera delivered
+    read_a = sum(f.frame_number < 17 for f in tap.frames)
     numbers = [f.meta["frame_numbers"] for f in out]
-    assert all(n < 17 for n in numbers[0] + numbers[1]) and all(n >= 17 for n in numbers[2])
-    single = np.median([_rms(f.xyz) for f in singles if f.frame_number < 17])
-    averaged = np.median([_rms(f.xyz) for f in out[:2]])
+    assert len(out) == read_a // 8 + 1 and all(n >= 17 for n in numbers[-1])
+    assert all(n < 17 for ns in numbers[:-1] for n in ns)
+    single = np.median([_rms(f.xyz) for f in singles])
+    averaged = np.median([_rms(f.xyz) for f in out])
     assert single / averaged == pytest.approx(math.sqrt(8), rel=0.25)
     assert single == pytest.approx(SceneGenerator("puck", 64, sensor="d435", distance=0.55)
                                    .sensor.expected_rms(0.55), rel=0.25)
+
+
+# -- one mean per stop (issue 17: one verdict per part at a stop-and-go station) -------------
+
+STILL = 20  # frames each part stands still
+LEAD = 10  # frames of motion before the first stop
+N = 8
+
+
+def _moving(scene: SyntheticScene, shifts: tuple[int, ...]) -> list[SyntheticScene]:
+    """The part sliding along x (a conveyor moving it by ``shift`` px per frame)."""
+    from dataclasses import replace
+
+    return [replace(scene, rgb=np.roll(scene.rgb, s, axis=1), xyz=np.roll(scene.xyz, s, axis=1))
+            for s in shifts]
+
+
+def _stop_and_go(path: Path) -> tuple[range, range]:
+    """A software-device recording: part A arriving (LEAD moving frames, so that a playback
+    losing its first framesets loses motion, not A's stop), A still for STILL frames, six
+    frames of motion (A leaves, B arrives), part B still for STILL frames. Returns the frame
+    numbers of A's and B's stops."""
+    from edge.sources.rs_software import write_recording, xyz_to_depth
+
+    a, b = _still(STILL, seed=3), _still(STILL, seed=4)
+    arriving = _moving(a[0], tuple(range(-4 * LEAD, 0, 4)))
+    scenes = arriving + a + _moving(a[-1], (4, 8, 12)) + _moving(b[0], (-12, -8, -4)) + b
+    fx, fy, cx, cy = a[0].intrinsics
+    intr = Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=64, height=64, depth_scale=0.001)
+    items = [(s.rgb, xyz_to_depth(s.xyz, 0.001), i) for i, s in enumerate(scenes)]
+    write_recording(path, items, intr, depth_units=0.001, fps=30)
+    return range(LEAD, LEAD + STILL), range(LEAD + STILL + 6, LEAD + 2 * STILL + 6)
+
+
+@pytest.fixture(scope="module")
+def stop_and_go(tmp_path_factory) -> tuple[Path, range, range]:
+    from rs_fixtures import rs_or_skip
+
+    rs_or_skip()
+    path = tmp_path_factory.mktemp("stop_and_go") / "stop-and-go.db3"
+    return (path, *_stop_and_go(path))
+
+
+def test_per_stop_gives_one_mean_per_stop_of_a_recording(stop_and_go) -> None:
+    """Per-stop (the default): exactly one mean per part, each the mean of N consecutive still
+    frames of that part alone; the rest of each stop is held back (counted)."""
+    path, stop_a, stop_b = stop_and_go
+    src = open_source(f"file:{path}?average_frames={N}")
+    assert isinstance(src, AveragingSource) and src.mode == "per-stop"
+    src.inner = tap = _Tap(src.inner)  # keeps the camera's frames to check the means against
+    with src:
+        out = list(src)
+    singles = {f.frame_number: f for f in tap.frames}
+    assert len(out) == 2
+    for mean, stop in zip(out, (stop_a, stop_b), strict=True):
+        numbers = mean.meta["frame_numbers"]
+        assert len(numbers) == N and all(n in stop for n in numbers)
+        assert numbers == list(range(numbers[0], numbers[0] + N))  # consecutive
+        expected = average_frames([singles[n] for n in numbers])
+        assert np.allclose(mean.xyz, expected.xyz) and np.array_equal(mean.rgb, expected.rgb)
+    # the playback may lose its first framesets: count what the camera delivered
+    read_a, read_b = (sum(n in stop for n in singles) for stop in (stop_a, stop_b))
+    stats = src.averaging
+    # the rest of each stop is held back; the six moving frames are discarded
+    assert stats.held == (read_a - N) + (read_b - N)
+    assert stats.short_stops == 0 and stats.discarded == 6 + sum(n < LEAD for n in singles)
+
+
+def test_continuous_gives_k_over_n_means_per_stop(stop_and_go) -> None:
+    """Continuous: a part standing k frames gives k // N means (the behaviour before per-stop)."""
+    path, stop_a, stop_b = stop_and_go
+    src = open_source(f"file:{path}?average_frames={N}&average_mode=continuous")
+    src.inner = tap = _Tap(src.inner)
+    with src:
+        out = list(src)
+    per_stop = [sum(all(n in stop for n in f.meta["frame_numbers"]) for f in out)
+                for stop in (stop_a, stop_b)]
+    # k // N per stop of k frames (the playback may lose its first framesets)
+    read = [sum(f.frame_number in stop for f in tap.frames) for stop in (stop_a, stop_b)]
+    assert read == [STILL, STILL] and per_stop == [STILL // N, STILL // N]
+    assert len(out) == sum(per_stop)
+    assert src.averaging.held == 0 and src.averaging.short_stops == 0  # tails are not stops
+
+
+def test_per_stop_waits_for_motion_not_for_a_new_window(tmp_path: Path) -> None:
+    """Frames of a part already averaged are held, however many; a part that stands still
+    again after a move gets its next mean; a stop shorter than N frames gets none (counted)."""
+    a, b = _still(13, seed=1), _still(11, seed=2)
+    frames = (_frames(a, 0, "a") + _frames(b[:3], 13, "short")
+              + _frames(_moving(b[3], (6, 12)), 16, "moving") + _frames(b[5:], 18, "b"))
+    with AveragingSource(_ListSource(frames), 4) as src:
+        out = list(src)
+    assert [f.meta["part"] for f in out] == ["a", "b"]
+    assert out[1].meta["frame_numbers"] == [18, 19, 20, 21]
+    assert src.averaging.held == 9 + 2  # a's frames 4..12, b's 22..23
+    assert src.averaging.short_stops == 1  # the 3 frames of b before it moved on
+
+
+def test_a_waiting_source_gives_control_back_and_resumes() -> None:
+    """While frames arrive but none is due, read raises SourceIdle after its timeout (a
+    FrameTimeout: the caller can check its stop flag) and keeps the window it collected."""
+    from edge.sources.base import FrameTimeout, SourceIdle
+
+    class Slow(_ListSource):
+        def _grab(self, timeout_s: float) -> Frame | None:
+            import time
+
+            time.sleep(0.02)
+            return super()._grab(timeout_s)
+
+    frames = _frames(_still(12, seed=1))
+    with AveragingSource(Slow(frames), 8) as src:
+        with pytest.raises(SourceIdle) as idle:
+            src.read(timeout_s=0.05)  # a few frames in, 8 needed
+        assert isinstance(idle.value, FrameTimeout) and "still frames" in str(idle.value)
+        out = []
+        while (frame := _read_through_idle(src)) is not None:
+            out.append(frame)
+    assert [f.meta["frame_numbers"] for f in out] == [list(range(8))]  # nothing was lost
+    assert src.averaging.held == 4
+
+
+def _read_through_idle(src: FrameSource) -> Frame | None:
+    from edge.sources.base import SourceIdle
+
+    while True:
+        try:
+            return src.read(timeout_s=0.05)
+        except SourceIdle:
+            continue

@@ -194,6 +194,7 @@ class AveragingSource(FrameSource):
         # per-stop: the first frame of the stop already averaged; None while collecting
         self._stop_ref: Frame | None = None
         self._held_now = 0  # frames held in the current stop
+        self._stop_has_mean = False  # continuous: the window is the tail of a stop with a mean
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes this class lacks: the camera's own (intrinsics, serial…).
@@ -249,28 +250,29 @@ class AveragingSource(FrameSource):
                 "held back after its mean", self.name, frame.frame_number, why,
                 self._stop_ref.frame_number, self._held_now,
             )
-            self._stop_ref, self._held_now = None, 0
+            self._stop_ref, self._held_now, self._stop_has_mean = None, 0, False
         elif self._window:
             why = self._moved(self._window[0], frame)
             if why is not None:
                 k = len(self._window)
                 self.averaging.motion_resets += 1
                 self.averaging.discarded += k
-                if k >= 2:  # a part stood still, but not long enough: no verdict for it
+                if k >= 2 and not self._stop_has_mean:  # still, but too short: no verdict
                     self.averaging.short_stops += 1
                     log.info(
                         "%s: frame %d moved (%s) after %d still frame(s) (< %d): no mean "
                         "for that stop", self.name, frame.frame_number, why, k, self.n_frames,
                     )
-                else:  # moving: every frame differs from the one before
+                else:  # moving (every frame differs), or the tail of a stop with its mean
                     log.debug("%s: frame %d moved (%s)", self.name, frame.frame_number, why)
-                self._window = []
+                self._window, self._stop_has_mean = [], False
         self._window.append(frame)
         if len(self._window) < self.n_frames:
             return None
         window, self._window = self._window, []
         if self.mode == "per-stop":
             self._stop_ref = window[0]
+        self._stop_has_mean = True
         self.averaging.averaged += 1
         return average_frames(window)
 
