@@ -308,3 +308,16 @@ def test_run_adopts_refuses_or_warns(station, tmp_path: Path) -> None:
     unchecked = _run(old, camera + "?spatial=true", tmp_path)
     assert unchecked.returncode == 0, unchecked.stdout + unchecked.stderr
     assert "depth chain" not in unchecked.stderr
+
+
+def test_calibrate_and_bench_repeat_the_check(station) -> None:
+    from calibration.cli import CalibrationError, calibrate
+    from edge.commands.bench import bench_backend
+
+    rec, bundle, _ = station
+    with pytest.raises(CalibrationError, match="spatial: bundle filtered on, station off"):
+        calibrate(bundle, f"file:{rec.path}?spatial=false", frames=50, backend="onnxruntime",
+                  write=False)
+    with pytest.raises(AcquisitionMismatch, match="hole_filling: bundle filtered 1, station 0"):
+        bench_backend(bundle, "onnxruntime", f"file:{rec.path}?hole_filling=0", frames=1,
+                      warmup=0, publish=None)
