@@ -655,6 +655,10 @@ def write_dataset(
     if filters is not None and spec is None:
         raise ValueError("--filters needs a --sensor other than ideal (the ideal data has no "
                          "depth units or stereo noise for librealsense's filters to work on)")
+    if filters is not None and filters.decimation > 1:  # before anything is written
+        raise ValueError(f"decimation {filters.decimation} changes the depth resolution; the "
+                         "sensor model's data cannot repeat the station's registration of the "
+                         "smaller image (leave decimation out of --filters)")
     n_still = frames_per_part(filters, average_frames)
 
     out = Path(out)
