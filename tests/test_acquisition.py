@@ -321,3 +321,18 @@ def test_calibrate_and_bench_repeat_the_check(station) -> None:
     with pytest.raises(AcquisitionMismatch, match="hole_filling: bundle filtered 1, station 0"):
         bench_backend(bundle, "onnxruntime", f"file:{rec.path}?hole_filling=0", frames=1,
                       warmup=0, publish=None)
+
+
+def test_settings_from_the_config_file_count_as_set(tmp_path: Path) -> None:
+    from edge.config import load_config
+
+    path = tmp_path / "station.yaml"
+    path.write_text("camera:\n  source: realsense\n  realsense:\n    filters:\n"
+                    "      temporal: true\n")
+    config = load_config(path)
+    chain = Acquisition(filters=FilterOptions(spatial=True), average_frames=4)
+    with pytest.raises(AcquisitionMismatch, match="temporal: the bundle off, station on"):
+        resolve_station_chain(config.camera.realsense, {}, chain)
+    # the defaults a config leaves alone are not settings: adopted
+    adopted = resolve_station_chain(load_config(None).camera.realsense, {}, chain)
+    assert adopted.adopted == {"spatial": True, "average_frames": 4}
