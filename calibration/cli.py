@@ -50,7 +50,7 @@ from calibration.threshold import (
 from edge.bundle import Bundle, StatsSpec, atomic_write_text, load_bundle, utc_now
 from edge.inspector import Inspector
 from edge.processing.scoring import ScoreStats, score_maps
-from edge.sources import FrameTimeout, SourceError, SourceOptions, open_source
+from edge.sources import FrameTimeout, SourceError, SourceIdle, SourceOptions, open_source
 from edge.sources.acquisition import station_options
 
 __all__ = ["CalibrationResult", "add_calibrate_args", "calibrate", "run_calibrate"]
@@ -104,6 +104,7 @@ def _collect(
     frame and requires a label on each (F1 mode).
     """
     skipped = unusable = timeouts = 0
+    idle_said = False
     labels: list[int] = []
     try:
         options = station_options(options or SourceOptions(), camera,
@@ -118,6 +119,12 @@ def _collect(
         while store.count < n_frames:
             try:
                 frame = source.read(timeout_s=5.0)
+            except SourceIdle:  # an averaging camera: one frame per stop, this part has its own
+                if not idle_said:
+                    idle_said = True
+                    log.info("waiting for the next part: averaging gives one frame per stop "
+                             "(camera.realsense.average_mode per-stop); move parts through")
+                continue
             except FrameTimeout as exc:
                 timeouts += 1
                 if timeouts >= MAX_TIMEOUTS:

@@ -457,7 +457,7 @@ def bench_backend(
     from edge.bundle import load_bundle
     from edge.commands.run_cmd import model_ref
     from edge.comms.sinks import make_verdict
-    from edge.sources import FrameTimeout, open_source
+    from edge.sources import FrameTimeout, SourceIdle, open_source
 
     bundle = load_bundle(bundle_dir)
     name, opts = parse_backend_spec(backend_spec)
@@ -473,6 +473,7 @@ def bench_backend(
         source_wait: list[float] = []
         ui_ms_all: list[float] = []
         seq = 0
+        idle_said = False
         from edge.sources import SourceOptions
         from edge.sources.acquisition import station_options
 
@@ -483,10 +484,17 @@ def bench_backend(
         with source:
             for i in range(warmup + frames):
                 t0 = time.perf_counter()
-                try:
-                    frame = source.read(timeout_s=10.0)
-                except FrameTimeout as exc:
-                    raise RuntimeError(f"--camera {camera}: {exc}") from exc
+                while True:
+                    try:
+                        frame = source.read(timeout_s=10.0)
+                        break
+                    except SourceIdle:  # averaging per stop: this part has had its frame
+                        if not idle_said:
+                            idle_said = True
+                            log.info("waiting for the next part (averaging: one frame per "
+                                     "stop); bench a still part with ?average_mode=continuous")
+                    except FrameTimeout as exc:
+                        raise RuntimeError(f"--camera {camera}: {exc}") from exc
                 if frame is None:
                     notes.append(f"source ended after {i} frames ({max(0, i - warmup)} timed)")
                     break

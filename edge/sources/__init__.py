@@ -24,7 +24,14 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from edge.sources.base import FrameError, FrameSource, FrameTimeout, SourceError, SourceStats
+from edge.sources.base import (
+    FrameError,
+    FrameSource,
+    FrameTimeout,
+    SourceError,
+    SourceIdle,
+    SourceStats,
+)
 from edge.sources.options import (
     FilterOptions,
     FolderOptions,
@@ -43,6 +50,7 @@ __all__ = [
     "FrameTimeout",
     "RealSenseOptions",
     "SourceError",
+    "SourceIdle",
     "SourceOptions",
     "SourceStats",
     "SyntheticOptions",
