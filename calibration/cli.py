@@ -120,6 +120,7 @@ def _collect(
             try:
                 frame = source.read(timeout_s=5.0)
             except SourceIdle:  # an averaging camera: one frame per stop, this part has its own
+                timeouts = 0  # frames do arrive
                 if not idle_said:
                     idle_said = True
                     log.info("waiting for the next part: averaging gives one frame per stop "
