@@ -203,3 +203,24 @@ def test_a_stuck_stage_is_not_hidden_by_a_waiting_source(bundle: Path) -> None:
         runner.join(10)
     backend.close()
     assert not runner.is_alive()
+
+
+@pytest.mark.realsense
+def test_doctor_checks_the_camera_under_an_averaging_wrapper(tmp_path: Path) -> None:
+    """`trd-edge doctor` reads the camera's own frames: a still part averaged per stop gives
+    one frame per stop, which must not make the camera check fail."""
+    from rs_fixtures import rs_or_skip
+
+    rs_or_skip()
+    from edge.commands.doctor import check_camera
+    from edge.frames import Intrinsics
+    from edge.sources.rs_software import write_recording, xyz_to_depth
+
+    scenes = _still(12, seed=2)
+    fx, fy, cx, cy = scenes[0].intrinsics
+    intr = Intrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=SIZE, height=SIZE, depth_scale=0.001)
+    path = tmp_path / "still.db3"
+    write_recording(path, [(s.rgb, xyz_to_depth(s.xyz, 0.001), i) for i, s in enumerate(scenes)],
+                    intr, depth_units=0.001, fps=30)
+    checks = [c for c in check_camera(f"file:{path}?average_frames=8") if c.name == "camera"]
+    assert checks and all(c.status == "ok" for c in checks), checks

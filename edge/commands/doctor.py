@@ -240,9 +240,11 @@ def check_camera(
     def grab() -> list[tuple[int, int]]:
         shapes = []
         source = open_source(spec, options)
+        # the camera's own frames: an averaging wrapper delivers one per stop of a part
+        camera = getattr(source, "inner", source)
         with source:
             for _ in range(frames):
-                frame = source.read(timeout_s=timeout_s)
+                frame = camera.read(timeout_s=timeout_s)
                 if frame is None:
                     break
                 shapes.append(tuple(frame.rgb.shape[:2]))
