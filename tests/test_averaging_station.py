@@ -58,9 +58,11 @@ def test_run_gives_one_verdict_per_stop(tmp_path: Path, bundle: Path, mode: str,
         rc = _run(bundle, f"file:{path}?average_frames={N}&average_mode={mode}", tmp_path,
                   broker.port)
         assert rc == 0
-        made = int(capsys.readouterr().out.split(" verdicts (")[0].split()[-1])
+        out = capsys.readouterr().out
+        made = int(out.split(" verdicts (")[0].split()[-1])
         per_stop = 1 if mode == "per-stop" else len(stop_a) // N
         assert made == 2 * per_stop
+        assert f"averaging ({mode}): {{'averaged': {made}," in out  # the run's summary
         wait_until(lambda: len(set(sub.verdict_sequences())) >= made, 20, "all verdicts")
         time.sleep(0.3)
         frames = [m.json()["frame_number"] for m in sub.on("verdict")]

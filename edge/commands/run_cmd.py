@@ -295,7 +295,10 @@ def run_run(args: argparse.Namespace) -> int:
         stats = station.loop.run()
         live = station.loop.live
         note = getattr(station.loop.source, "no_output_reason", lambda: None)()
+        averaging = getattr(station.loop.source, "averaging", None)
     print(summarise(stats))
+    if averaging is not None:  # what the camera's frames became (edge.sources.averaging)
+        print(f"averaging ({station.loop.source.mode}): {averaging.as_dict()}")
     delivery = station.delivery
     if delivery is not None:
         print(delivery.line())
