@@ -4,7 +4,7 @@ A stereo camera's depth noise is mostly independent from frame to frame, so the 
 frames of a part that does not move has ``1/√N`` of the noise (`edge.datasets.sensors`: a D435 at
 0.55 m has ≈ 1.1 mm RMS; 8 frames ≈ 0.4 mm). `AveragingSource` wraps any frame source
 (`open_source` wraps a RealSense camera or recording when ``camera.realsense.average_frames``
-> 1) and delivers one frame per ``n`` consecutive frames of a still part:
+> 1) and delivers the mean of ``n`` consecutive frames of a still part:
 
 * **valid-aware mean**: each pixel's point is the mean over the frames where it has a return
   (``z > 0``); a pixel with no return in any frame stays ``(0, 0, 0)``. Colour is averaged too.
