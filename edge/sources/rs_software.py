@@ -163,6 +163,7 @@ def write_recording(
     color_intrinsics: Intrinsics | None = None,
     depth_to_color: Extrinsics | None = None,
     with_color: bool = True,
+    stereo_baseline_mm: float | None = None,
 ) -> int:
     """Record RGB-D frames into a RealSense ``.db3`` file; returns the number of frames pushed.
 
@@ -184,6 +185,10 @@ def write_recording(
         with_color: False records a depth stream only (as some recordings of the RealSense
             tools are); ``rgb`` items are then ignored.
         depth_units: metres per depth unit, written as the depth sensor's read-only option.
+        stereo_baseline_mm: written as the read-only ``stereo_baseline`` option: the playback's
+            depth sensor is then a stereo sensor, as a D400 camera's, and librealsense's
+            depth-to-disparity transform (before the spatial/temporal filters) converts its
+            frames; None (default) leaves them in depth (edge.sources.rs_depth_filter).
         fps: nominal stream rate written into the stream profiles.
         serial: serial number the recorded device reports.
         pace: push frames at ``fps`` (real time, like a camera; recommended) instead of as fast
@@ -211,6 +216,8 @@ def write_recording(
     depth_sensor = device.add_sensor("Depth")
     color_sensor = device.add_sensor("Color")
     depth_sensor.add_read_only_option(rs.option.depth_units, float(depth_units))
+    if stereo_baseline_mm is not None:
+        depth_sensor.add_read_only_option(rs.option.stereo_baseline, float(stereo_baseline_mm))
     depth_profile = depth_sensor.add_video_stream(
         _video_stream(rs, rs.stream.depth, 0, rs.format.z16, 2, fps, rs_intr), True
     ).as_video_stream_profile()
