@@ -49,7 +49,7 @@ from calibration.threshold import (
 )
 from edge.bundle import Bundle, StatsSpec, atomic_write_text, load_bundle, utc_now
 from edge.inspector import Inspector
-from edge.processing.scoring import ScoreStats, score_maps
+from edge.processing.scoring import ScoreStats
 from edge.sources import FrameTimeout, SourceError, SourceIdle, SourceOptions, open_source
 from edge.sources.acquisition import station_options
 
@@ -172,7 +172,7 @@ def _collect(
             if geometry is not None:
                 geometry.add(frame)
             m_rgb, m_3d, _ = inspector.infer(sample)
-            store.add(m_rgb, m_3d)
+            store.add(m_rgb, m_3d, sample.foreground)
             if label is not None:
                 labels.append(int(label))
             if store.count % max(1, n_frames // 10) == 0:
@@ -196,11 +196,14 @@ def calibrate(
     source_options: SourceOptions | None = None,
     compare_training: bool = True,
     expected_dent_m: float | None = None,
+    expected_diameter_m: float | None = None,
 ) -> CalibrationResult:
     """Calibrate a bundle on a station source (see the module docstring); returns the result.
 
     ``expected_dent_m``: depth of the shallowest geometry defect the part must be checked for;
-    the report warns when the measured depth noise hides it (`calibration.sensitivity`).
+    the report warns when the measured depth noise hides it (`calibration.sensitivity`: found in
+    90 % of dented parts at ``target_fpr``, for dents ``expected_diameter_m`` across or, without
+    it, the measured 10–15 mm; with ``f1_dir`` the AUROC curves).
 
     Raises `CalibrationError` (a ValueError) with the fix for: fewer than `MIN_FRAMES` frames,
     a source that cannot be opened or ends early, a labelled set without both classes.
@@ -235,8 +238,10 @@ def calibrate(
                 stats = store.statistics(source=f"station:{camera}")
             except ValueError as exc:
                 raise CalibrationError(f"cannot normalise the station maps: {exc}") from exc
-            scores = image_scores(store, stats)
-            prev_scores = image_scores(store, prev_stats) if prev_stats is not None else None
+            # over the same region the station scores (scoring.region)
+            scores = image_scores(store, stats, inspector.region)
+            prev_scores = (image_scores(store, prev_stats, inspector.region)
+                           if prev_stats is not None else None)
         if f1_dir is None:
             fit: ThresholdFit | F1Fit = fit_threshold(scores, target_fpr, method, confidence)
             thr = fit.threshold
@@ -268,7 +273,11 @@ def calibrate(
     )
     sensitivity: Sensitivity | None = None
     if station_geo is not None and station_geo.depth_noise_rms_m is not None:
-        sensitivity = sensitivity_for(station_geo.depth_noise_rms_m, expected_dent_m)
+        sensitivity = sensitivity_for(
+            station_geo.depth_noise_rms_m, expected_dent_m,
+            target_fpr=target_fpr if f1_dir is None else None,
+            expected_diameter_m=expected_diameter_m,
+        )
         if (w := sensitivity.warning()) is not None:
             warnings.append(w)
     elif expected_dent_m is not None:
@@ -377,8 +386,7 @@ def _score_labelled(
             if "ended after" not in str(exc):
                 raise
             raise CalibrationError(f"--f1 {folder}: some frames could not be read") from exc
-        maps = score_maps(store.maps[: store.count, 0], store.maps[: store.count, 1], stats)
-        scores = maps.fused.reshape(store.count, -1).max(axis=1).astype(np.float64)
+        scores = image_scores(store, stats, inspector.region)
     return scores, np.asarray(labels, dtype=int)
 
 
@@ -446,6 +454,13 @@ def add_calibrate_args(parser: argparse.ArgumentParser) -> None:
         "warns when the measured depth noise hides it (docs/sensor-model.md)",
     )
     parser.add_argument(
+        "--expected-dent-diameter-mm",
+        type=float,
+        default=None,
+        help="diameter of those dents/bumps (default: read at the measured 10-15 mm); the "
+        "smallest depth the station finds at --target-fpr depends on it (docs/sensor-model.md)",
+    )
+    parser.add_argument(
         "--backend",
         default="auto",
         help="auto | onnxruntime | onnxruntime-fp16 | tensorrt (the one the station runs)",
@@ -477,6 +492,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
         compare_training=not args.no_compare,
         expected_dent_m=(args.expected_dent_mm / 1e3 if args.expected_dent_mm is not None
                          else None),
+        expected_diameter_m=(args.expected_dent_diameter_mm / 1e3
+                             if args.expected_dent_diameter_mm is not None else None),
     )
     print(text_report(result.summary))
     return 0

@@ -29,10 +29,16 @@ __all__ = [
     "TARGET_AUROC",
     "POOL_REL",
     "DetectionCurve",
+    "MEASURED",
+    "MEASURED_DIAMETERS_MM",
+    "MEASURED_FPRS",
+    "Measured",
     "Sensitivity",
+    "TARGET_DETECTION",
     "pooled",
     "sensitivity_for",
     "smallest_detectable_dent",
+    "smallest_detected_dent",
 ]
 
 TARGET_AUROC = 0.95
@@ -46,17 +52,18 @@ CURVES_RECIPE = (
 
 @dataclass(frozen=True)
 class DetectionCurve:
-    """Image AUROC of geometry-only defects vs dent depth at one measured noise level."""
+    """Image AUROC (or detection rate at a false-alarm target) of geometry-only defects vs dent
+    depth at one measured noise level."""
 
     station: str  # how it was measured (camera, distance, frames averaged)
     noise_rms_mm: float  # plane-fit RMS the model predicts there (incl. quantisation, ÷√N)
-    auroc_by_depth_mm: tuple[tuple[float, float], ...]  # (dent depth mm, AUROC), ascending
+    by_depth_mm: tuple[tuple[float, float], ...]  # (dent depth mm, AUROC or rate), ascending
 
     def smallest_depth_mm(self, target: float = TARGET_AUROC) -> float | None:
-        """Smallest dent depth whose AUROC reaches ``target`` (linear between the measured
+        """Smallest dent depth whose value reaches ``target`` (linear between the measured
         depths, and only from the last crossing up, so a noisy dip is not bridged);
         None when no measured depth reaches it."""
-        pts = self.auroc_by_depth_mm
+        pts = self.by_depth_mm
         # The depth from which on every measured point is at or above the target.
         start = None
         for i in range(len(pts) - 1, -1, -1):
@@ -106,14 +113,263 @@ def pooled(curves: tuple[DetectionCurve, ...]) -> list[DetectionCurve]:
         if len(g) == 1:
             out.append(g[0])
             continue
-        depths = [d for d, _ in g[0].auroc_by_depth_mm]
-        if any([d for d, _ in c.auroc_by_depth_mm] != depths for c in g):
+        depths = [d for d, _ in g[0].by_depth_mm]
+        if any([d for d, _ in c.by_depth_mm] != depths for c in g):
             raise ValueError("pooled curves must be measured at the same dent depths")
-        mean = tuple((d, sum(c.auroc_by_depth_mm[i][1] for c in g) / len(g))
+        mean = tuple((d, sum(c.by_depth_mm[i][1] for c in g) / len(g))
                      for i, d in enumerate(depths))
         out.append(DetectionCurve(" + ".join(c.station for c in g),
                                   sum(c.noise_rms_mm for c in g) / len(g), mean))
     return out
+
+
+# ------------------------------------------------------------------ depth × diameter at an FPR
+#: a dent counts as detected at a false-alarm target when at least this share of dented parts
+#: score above the threshold set for that target on good parts
+TARGET_DETECTION = 0.90
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One station and dent diameter: AUROC and detection rates vs dent depth.
+
+    ``detected`` maps each false-alarm target to the share of dented parts above the threshold
+    that `calibration.threshold.fit_threshold` (quantile method, as `trd-edge calibrate`) sets
+    on the station's good parts for it.
+    """
+
+    station: str
+    noise_rms_mm: float
+    diameter_mm: float | None  # None: the generator's own sizes (10–15 mm across on the puck)
+    depths_mm: tuple[float, ...]
+    auroc: tuple[float, ...]
+    detected: tuple[tuple[float, tuple[float, ...]], ...]  # ((fpr, rates by depth), ...)
+
+    def curve(self, fpr: float | None) -> DetectionCurve:
+        """The AUROC curve (``fpr`` None) or the detection-rate curve at a measured ``fpr``."""
+        values = self.auroc if fpr is None else dict(self.detected)[fpr]
+        return DetectionCurve(self.station, self.noise_rms_mm,
+                              tuple(zip(self.depths_mm, values, strict=True)))
+
+
+MEASURED: tuple[Measured, ...] = (
+    Measured('D435 0.55 m, 16 frames averaged', 0.28, 5.0,
+             (1, 2, 3, 4, 5),
+             (0.7356, 0.9106, 0.9724, 0.984, 0.986),
+             ((0.05, (0.35, 0.725, 0.9, 0.95, 0.95)),
+              (0.01, (0.2, 0.6, 0.75, 0.9, 0.95)),
+              (0.001, (0.175, 0.575, 0.7, 0.85, 0.9)),)),
+    Measured('D435 0.55 m, 16 frames averaged', 0.28, 10.0,
+             (1, 2, 3, 4, 5),
+             (0.6591, 0.9019, 0.9837, 0.9981, 0.9999),
+             ((0.05, (0.35, 0.675, 0.9, 1, 1)),
+              (0.01, (0.125, 0.575, 0.8, 0.95, 1)),
+              (0.001, (0.1, 0.5, 0.675, 0.85, 0.95)),)),
+    Measured('D435 0.55 m, 16 frames averaged', 0.28, 15.0,
+             (1, 2, 3, 4, 5),
+             (0.6911, 0.9881, 0.9998, 1, 1),
+             ((0.05, (0.15, 0.95, 1, 1, 1)),
+              (0.01, (0.075, 0.75, 0.975, 1, 1)),
+              (0.001, (0.05, 0.45, 0.95, 1, 1)),)),
+    Measured('D435 0.55 m, 16 frames averaged', 0.28, 20.0,
+             (1, 2, 3, 4, 5),
+             (0.655, 0.9605, 0.9979, 1, 1),
+             ((0.05, (0.15, 0.825, 1, 1, 1)),
+              (0.01, (0.075, 0.6, 0.9, 1, 1)),
+              (0.001, (0, 0.375, 0.825, 1, 1)),)),
+    Measured('D435 0.55 m, 16 frames averaged', 0.28, None,
+             (1, 2, 3, 4, 5),
+             (0.7281, 0.9622, 0.9946, 0.9998, 1),
+             ((0.05, (0.35, 0.85, 0.975, 1, 1)),
+              (0.01, (0.075, 0.6, 0.925, 0.975, 1)),
+              (0.001, (0.025, 0.6, 0.9, 0.95, 1)),)),
+    Measured('D435 0.55 m, 16 frames averaged, seed 1', 0.28, 5.0,
+             (1, 2, 3, 4, 5),
+             (0.7526, 0.8824, 0.9321, 0.9645, 0.972),
+             ((0.05, (0.45, 0.65, 0.775, 0.9, 0.925)),
+              (0.01, (0.45, 0.55, 0.725, 0.825, 0.9)),
+              (0.001, (0.3, 0.525, 0.65, 0.7, 0.8)),)),
+    Measured('D435 0.55 m, 16 frames averaged, seed 1', 0.28, 10.0,
+             (1, 2, 3, 4, 5),
+             (0.8055, 0.9572, 0.9842, 0.9956, 0.9986),
+             ((0.05, (0.375, 0.9, 0.925, 0.95, 1)),
+              (0.01, (0.25, 0.725, 0.9, 0.925, 0.95)),
+              (0.001, (0.175, 0.6, 0.875, 0.9, 0.95)),)),
+    Measured('D435 0.55 m, 16 frames averaged, seed 1', 0.28, 15.0,
+             (1, 2, 3, 4, 5),
+             (0.8013, 0.988, 1, 1, 1),
+             ((0.05, (0.3, 0.875, 1, 1, 1)),
+              (0.01, (0.25, 0.825, 1, 1, 1)),
+              (0.001, (0.075, 0.6, 0.925, 1, 1)),)),
+    Measured('D435 0.55 m, 16 frames averaged, seed 1', 0.28, 20.0,
+             (1, 2, 3, 4, 5),
+             (0.796, 0.9698, 0.9982, 0.9999, 1),
+             ((0.05, (0.425, 0.85, 0.975, 1, 1)),
+              (0.01, (0.275, 0.85, 0.975, 1, 1)),
+              (0.001, (0.1, 0.75, 0.9, 0.975, 0.975)),)),
+    Measured('D435 0.55 m, 16 frames averaged, seed 1', 0.28, None,
+             (1, 2, 3, 4, 5),
+             (0.7819, 0.9694, 0.9905, 0.9979, 0.999),
+             ((0.05, (0.25, 0.9, 0.975, 0.975, 1)),
+              (0.01, (0.2, 0.875, 0.975, 0.975, 0.975)),
+              (0.001, (0.025, 0.6, 0.925, 0.975, 0.975)),)),
+    Measured('D435 0.55 m, 8 frames averaged', 0.40, 5.0,
+             (1, 2, 3, 4, 5),
+             (0.6501, 0.8684, 0.9595, 0.9831, 0.9859),
+             ((0.05, (0.175, 0.65, 0.8, 0.95, 0.95)),
+              (0.01, (0.125, 0.575, 0.75, 0.85, 0.95)),
+              (0.001, (0, 0.425, 0.625, 0.725, 0.825)),)),
+    Measured('D435 0.55 m, 8 frames averaged', 0.40, 10.0,
+             (1, 2, 3, 4, 5),
+             (0.6089, 0.8114, 0.946, 0.989, 0.9988),
+             ((0.05, (0.05, 0.45, 0.8, 0.9, 1)),
+              (0.01, (0.025, 0.45, 0.7, 0.85, 0.925)),
+              (0.001, (0.025, 0.325, 0.525, 0.75, 0.85)),)),
+    Measured('D435 0.55 m, 8 frames averaged', 0.40, 15.0,
+             (1, 2, 3, 4, 5),
+             (0.6024, 0.9089, 0.9951, 1, 1),
+             ((0.05, (0.075, 0.5, 0.925, 1, 1)),
+              (0.01, (0.05, 0.4, 0.9, 1, 1)),
+              (0.001, (0, 0.2, 0.6, 0.925, 1)),)),
+    Measured('D435 0.55 m, 8 frames averaged', 0.40, 20.0,
+             (1, 2, 3, 4, 5),
+             (0.5843, 0.8595, 0.9803, 0.9989, 1),
+             ((0.05, (0.075, 0.425, 0.825, 1, 1)),
+              (0.01, (0.05, 0.375, 0.75, 0.95, 1)),
+              (0.001, (0, 0.175, 0.475, 0.825, 0.95)),)),
+    Measured('D435 0.55 m, 8 frames averaged', 0.40, None,
+             (1, 2, 3, 4, 5),
+             (0.6092, 0.9074, 0.9881, 0.9996, 1),
+             ((0.05, (0.1, 0.6, 0.9, 1, 1)),
+              (0.01, (0.05, 0.525, 0.875, 0.975, 1)),
+              (0.001, (0, 0.25, 0.675, 0.9, 0.975)),)),
+    Measured('D405 0.2 m, 1 frame, smoothing 3 px', 0.27, 5.0,
+             (1, 2, 3, 4, 5),
+             (0.557, 0.7328, 0.8389, 0.9229, 0.968),
+             ((0.05, (0.075, 0.475, 0.625, 0.8, 0.9)),
+              (0.01, (0.05, 0.4, 0.6, 0.775, 0.85)),
+              (0.001, (0, 0.225, 0.525, 0.6, 0.7)),)),
+    Measured('D405 0.2 m, 1 frame, smoothing 3 px', 0.27, 10.0,
+             (1, 2, 3, 4, 5),
+             (0.8016, 0.9775, 0.9998, 1, 1),
+             ((0.05, (0.475, 0.9, 1, 1, 1)),
+              (0.01, (0.45, 0.875, 0.975, 1, 1)),
+              (0.001, (0.3, 0.75, 0.95, 1, 1)),)),
+    Measured('D405 0.2 m, 1 frame, smoothing 3 px', 0.27, 15.0,
+             (1, 2, 3, 4, 5),
+             (0.8183, 0.9902, 1, 1, 1),
+             ((0.05, (0.45, 0.975, 1, 1, 1)),
+              (0.01, (0.375, 0.975, 1, 1, 1)),
+              (0.001, (0.15, 0.775, 0.975, 1, 1)),)),
+    Measured('D405 0.2 m, 1 frame, smoothing 3 px', 0.27, 20.0,
+             (1, 2, 3, 4, 5),
+             (0.7943, 0.9919, 0.9995, 1, 1),
+             ((0.05, (0.325, 0.95, 1, 1, 1)),
+              (0.01, (0.125, 0.925, 0.975, 1, 1)),
+              (0.001, (0.025, 0.475, 0.95, 0.975, 1)),)),
+    Measured('D405 0.2 m, 1 frame, smoothing 3 px', 0.27, None,
+             (1, 2, 3, 4, 5),
+             (0.841, 0.9859, 0.9998, 1, 1),
+             ((0.05, (0.45, 0.95, 1, 1, 1)),
+              (0.01, (0.375, 0.9, 0.975, 1, 1)),
+              (0.001, (0.2, 0.775, 0.95, 1, 1)),)),
+    Measured('D435 0.55 m, 1 frame', 1.12, 5.0,
+             (1, 2, 3, 4, 5),
+             (0.4826, 0.5124, 0.5877, 0.642, 0.6897),
+             ((0.05, (0.075, 0.075, 0.075, 0.075, 0.075)),
+              (0.01, (0, 0, 0, 0, 0)),
+              (0.001, (0, 0, 0, 0, 0)),)),
+    Measured('D435 0.55 m, 1 frame', 1.12, 10.0,
+             (1, 2, 3, 4, 5),
+             (0.4811, 0.4947, 0.5355, 0.6022, 0.6747),
+             ((0.05, (0.075, 0.075, 0.075, 0.075, 0.075)),
+              (0.01, (0, 0, 0, 0, 0)),
+              (0.001, (0, 0, 0, 0, 0)),)),
+    Measured('D435 0.55 m, 1 frame', 1.12, 15.0,
+             (1, 2, 3, 4, 5),
+             (0.4791, 0.4853, 0.5211, 0.5761, 0.6372),
+             ((0.05, (0.075, 0.075, 0.05, 0.05, 0.05)),
+              (0.01, (0, 0, 0, 0, 0)),
+              (0.001, (0, 0, 0, 0, 0)),)),
+    Measured('D435 0.55 m, 1 frame', 1.12, 20.0,
+             (1, 2, 3, 4, 5),
+             (0.4806, 0.4957, 0.5242, 0.5579, 0.6152),
+             ((0.05, (0.075, 0.05, 0.05, 0.05, 0.05)),
+              (0.01, (0, 0, 0, 0, 0)),
+              (0.001, (0, 0, 0, 0, 0)),)),
+    Measured('D435 0.55 m, 1 frame', 1.12, None,
+             (1, 2, 3, 4, 5),
+             (0.4836, 0.494, 0.5405, 0.597, 0.6581),
+             ((0.05, (0.075, 0.05, 0.05, 0.05, 0.05)),
+              (0.01, (0, 0, 0, 0, 0)),
+              (0.001, (0, 0, 0, 0, 0)),)),
+)
+MEASURED_FPRS = tuple(sorted({f for m in MEASURED for f, _ in m.detected}))
+MEASURED_DIAMETERS_MM = tuple(sorted({m.diameter_mm for m in MEASURED
+                                      if m.diameter_mm is not None}))
+
+
+def _measured_fpr(target_fpr: float) -> tuple[float, str]:
+    """The measured false-alarm target to read for a station's ``target_fpr``: the largest one
+    at or below it (a lower target means a higher threshold, so this errs on the safe side)."""
+    below = [f for f in MEASURED_FPRS if f <= target_fpr * (1 + 1e-9)]
+    if below:
+        return max(below), ""
+    low = min(MEASURED_FPRS)
+    return low, (f"; the station's target FPR {target_fpr:g} is below the lowest measured "
+                 f"({low:g}): optimistic")
+
+
+def _measured_diameters(diameter_mm: float | None) -> tuple[tuple[float | None, ...], str]:
+    """The measured diameters whose curves answer for ``diameter_mm`` (the worse one counts)."""
+    if diameter_mm is None:
+        return (None,), ""
+    ds = MEASURED_DIAMETERS_MM
+    if diameter_mm in ds:
+        return (diameter_mm,), ""
+    if diameter_mm < ds[0] or diameter_mm > ds[-1]:
+        edge = ds[0] if diameter_mm < ds[0] else ds[-1]
+        return (edge,), (f"; {diameter_mm:g} mm across is outside the measured "
+                         f"{ds[0]:g}–{ds[-1]:g} mm: read at {edge:g} mm")
+    lo = max(d for d in ds if d < diameter_mm)
+    hi = min(d for d in ds if d > diameter_mm)
+    # detection is not monotone in the diameter (a wider dent of one depth has gentler walls):
+    # between two measured diameters the worse of the two counts
+    return (lo, hi), ""
+
+
+def smallest_detected_dent(
+    noise_rms_m: float, target_fpr: float, diameter_mm: float | None = None,
+    rate: float = TARGET_DETECTION,
+) -> tuple[float | None, str, float]:
+    """Smallest dent depth (mm; None = deeper than measured) found in ``rate`` of the dented
+    parts at the false-alarm target ``target_fpr``, for dents ``diameter_mm`` across (None:
+    the generator's own 10–15 mm), at depth noise ``noise_rms_m``.
+
+    The noise lookup is `smallest_detectable_dent`'s (log-noise interpolation, pooled curves,
+    monotone over noise) on the measured detection-rate curves of that diameter and target.
+    Returns ``(depth_mm, basis, measured_fpr)``.
+    """
+    fpr, fpr_note = _measured_fpr(target_fpr)
+    diameters, d_note = _measured_diameters(diameter_mm)
+    depth, basis = _worst_over(diameters, lambda w: smallest_detectable_dent(
+        noise_rms_m, rate, tuple(m.curve(fpr) for m in MEASURED if m.diameter_mm == w)))
+    return depth, basis + d_note + fpr_note, fpr
+
+
+def _worst_over(diameters, lookup) -> tuple[float | None, str]:
+    """The deepest (worst) of ``lookup(w)`` over the measured ``diameters`` and its basis."""
+    worst: float | None = 0.0
+    basis = ""
+    for w in diameters:
+        if not any(m.diameter_mm == w for m in MEASURED):
+            raise ValueError(f"no measured curves for dents {w} mm across (MEASURED)")
+        d, basis = lookup(w)  # (the same stations at every diameter: one basis says it)
+        worst = None if (d is None or worst is None) else max(worst, d)
+    if diameters != (None,):
+        across = " and ".join(f"{w:g}" for w in diameters)
+        basis += (f"; dents {across} mm across" + (", the worse" if len(diameters) > 1 else ""))
+    return worst, basis
 
 
 class Sensitivity(BaseModel):
@@ -125,8 +381,15 @@ class Sensitivity(BaseModel):
     smallest_dent_mm: float | None  # None: nothing up to the deepest measured dent
     deepest_measured_mm: float
     target_auroc: float = TARGET_AUROC
-    dent_diameter_mm: tuple[float, float] = DENT_DIAMETER_MM
+    dent_diameter_mm: tuple[float, float] = DENT_DIAMETER_MM  # of the curves read
     expected_dent_mm: float | None = None
+    expected_dent_diameter_mm: float | None = None
+    # the criterion: AUROC >= target_auroc when target_fpr is None, else at least
+    # detection_rate of the dented parts above the threshold for target_fpr (read from the
+    # curves measured at measured_fpr)
+    target_fpr: float | None = None
+    measured_fpr: float | None = None
+    detection_rate: float | None = None
     # averaging this many times more still frames (noise ÷ √N) would reveal the expected
     # defects by the same curves; None: not needed, or 32 would not be enough
     frames_factor: int | None = None
@@ -134,19 +397,28 @@ class Sensitivity(BaseModel):
     noise_limited: bool = True
     basis: str  # which measured curves the number comes from
 
+    def _criterion(self) -> str:
+        if self.target_fpr is None:
+            return f"AUROC >= {self.target_auroc:g}"
+        return f">= {self.detection_rate:.0%} of dents found at FPR {self.target_fpr:g}"
+
     def lines(self) -> list[str]:
         """Human-readable lines for the calibration report."""
-        across = f"{self.dent_diameter_mm[0]:g}–{self.dent_diameter_mm[1]:g} mm across"
+        lo, hi = self.dent_diameter_mm
+        across = f"{lo:g}–{hi:g} mm across" if lo != hi else f"{lo:g} mm across"
         if self.smallest_dent_mm is None:
             seen = f"none up to {self.deepest_measured_mm:g} mm deep"
         else:
             seen = f"{self.smallest_dent_mm:.1f} mm deep"
         out = [
-            f"  smallest dent seen   {seen} ({across}, AUROC >= {self.target_auroc:g} at "
+            f"  smallest dent seen   {seen} ({across}, {self._criterion()} at "
             f"{self.noise_rms_mm:.2f} mm RMS; {self.basis})",
         ]
         if self.expected_dent_mm is not None:
-            out.append(f"  expected defects     {self.expected_dent_mm:g} mm deep (configured)")
+            wide = (f", {self.expected_dent_diameter_mm:g} mm across"
+                    if self.expected_dent_diameter_mm is not None else "")
+            out.append(f"  expected defects     {self.expected_dent_mm:g} mm deep{wide} "
+                       "(configured)")
         return out
 
     def warning(self) -> str | None:
@@ -157,18 +429,21 @@ class Sensitivity(BaseModel):
             return None
         limit = (f"{self.smallest_dent_mm:.1f} mm" if self.smallest_dent_mm is not None
                  else f"more than {self.deepest_measured_mm:g} mm")
+        wide = (f", {self.expected_dent_diameter_mm:g} mm across"
+                if self.expected_dent_diameter_mm is not None else "")
+        what = f"the expected geometry defects ({self.expected_dent_mm:g} mm deep{wide})"
         if self.noise_limited is False:
             return (
-                f"the expected geometry defects ({self.expected_dent_mm:g} mm deep) are below "
-                f"what the measured curves see even at this station's low depth noise "
-                f"({self.noise_rms_mm:.2f} mm RMS): {limit}; there the model, not the camera, "
-                "is the limit: train with the full recipe (README: 128 px, 96 images, 20 "
-                "epochs) and measure the station's own curve (docs/sensor-model.md)"
+                f"{what} are below what the measured curves see ({self._criterion()}) even at "
+                f"this station's low depth noise ({self.noise_rms_mm:.2f} mm RMS): {limit}; "
+                "there the model, not the camera, is the limit: train with the full recipe "
+                "(README: 128 px, 96 images, 20 epochs) and measure the station's own curve "
+                "(docs/sensor-model.md)"
             )
         return (
-            f"the expected geometry defects ({self.expected_dent_mm:g} mm deep) are below what "
-            f"this station's depth noise ({self.noise_rms_mm:.2f} mm RMS) lets the model see: "
-            f"{limit}; average still frames (camera.realsense.average_frames, noise ÷ √N"
+            f"{what} are below what this station's depth noise ({self.noise_rms_mm:.2f} mm "
+            f"RMS) lets the model see ({self._criterion()}): {limit}; average still frames "
+            "(camera.realsense.average_frames, noise ÷ √N"
             + (f": {self.frames_factor}× the frames averaged now would do" if self.frames_factor
                else "") + "), move the camera closer (noise ∝ distance²) or use a short-range "
             "camera (D405); see docs/sensor-model.md"
@@ -215,23 +490,61 @@ def smallest_detectable_dent(
 
 def sensitivity_for(
     noise_rms_m: float, expected_dent_m: float | None = None, target: float = TARGET_AUROC,
+    target_fpr: float | None = None, expected_diameter_m: float | None = None,
 ) -> Sensitivity:
-    """The station's `Sensitivity` for its measured noise and configured defect depth."""
+    """The station's `Sensitivity` for its measured noise and configured defect.
+
+    With ``target_fpr`` (the false-alarm target calibrate set the threshold for) the smallest
+    dent is the one found in `TARGET_DETECTION` of the dented parts at that target, read from
+    the depth × diameter curves (`MEASURED`) for ``expected_diameter_m`` (None: the measured
+    10–15 mm dents); without it (a best-F1 threshold) the AUROC curves as before: `CURVES` for
+    10–15 mm dents, `MEASURED`'s AUROC for a given diameter.
+    """
     if expected_dent_m is not None and not expected_dent_m > 0:
         raise ValueError(f"expected defect depth must be positive (metres), got {expected_dent_m}")
-    depth, basis = smallest_detectable_dent(noise_rms_m, target)
-    deepest = max(d for c in CURVES for d, _ in c.auroc_by_depth_mm)
+    if expected_diameter_m is not None and not expected_diameter_m > 0:
+        raise ValueError(
+            f"expected defect diameter must be positive (metres), got {expected_diameter_m}")
+    if target_fpr is not None and not 0 < target_fpr < 0.5:
+        raise ValueError(f"target false-alarm rate must be in (0, 0.5), got {target_fpr}")
+    diameter_mm = None if expected_diameter_m is None else expected_diameter_m * 1e3
+    measured_fpr = None
+
+    def lookup(noise_m: float) -> tuple[float | None, str]:
+        nonlocal measured_fpr
+        if target_fpr is not None:
+            d, basis, measured_fpr = smallest_detected_dent(noise_m, target_fpr, diameter_mm)
+            return d, basis
+        if diameter_mm is None:
+            return smallest_detectable_dent(noise_m, target)
+        ws, note = _measured_diameters(diameter_mm)
+        d, basis = _worst_over(ws, lambda w: smallest_detectable_dent(
+            noise_m, target, tuple(m.curve(None) for m in MEASURED if m.diameter_mm == w)))
+        return d, basis + note
+
+    depth, basis = lookup(noise_rms_m)
+    if target_fpr is None and diameter_mm is None:
+        used = CURVES
+        across = DENT_DIAMETER_MM
+    else:
+        ws = (None,) if diameter_mm is None else _measured_diameters(diameter_mm)[0]
+        used = tuple(m.curve(None) for m in MEASURED if m.diameter_mm in ws)
+        across = DENT_DIAMETER_MM if ws == (None,) else (min(ws), max(ws))
+    deepest = max(d for c in used for d, _ in c.by_depth_mm)
     factor = None
     if expected_dent_m is not None and (depth is None or depth > expected_dent_m * 1e3):
         for n in (2, 4, 8, 16, 32):  # assumes temporal noise (a fixed-pattern part stays)
-            d, _ = smallest_detectable_dent(noise_rms_m / math.sqrt(n), target)
+            d, _ = lookup(noise_rms_m / math.sqrt(n))
             if d is not None and d <= expected_dent_m * 1e3:
                 factor = n
                 break
     return Sensitivity(
         noise_rms_mm=noise_rms_m * 1e3, smallest_dent_mm=depth, deepest_measured_mm=deepest,
-        target_auroc=target,
+        target_auroc=target, dent_diameter_mm=across,
         expected_dent_mm=None if expected_dent_m is None else expected_dent_m * 1e3,
+        expected_dent_diameter_mm=diameter_mm,
+        target_fpr=target_fpr, measured_fpr=measured_fpr if target_fpr is not None else None,
+        detection_rate=TARGET_DETECTION if target_fpr is not None else None,
         frames_factor=factor, basis=basis,
-        noise_limited=noise_rms_m * 1e3 > min(c.noise_rms_mm for c in CURVES),
+        noise_limited=noise_rms_m * 1e3 > min(c.noise_rms_mm for c in used),
     )

@@ -13,6 +13,10 @@ above each threshold).
         --runs /tmp/trd17b/run-puck-d435-0.55-x16-128-normal-e20-n60 \\
         --depths 1 2 3 4 5 --diameters 5 10 20 default --fpr 0.05 0.01 --jsonl sens.jsonl
 
+`--summary ROWS.jsonl --runs RUN...` prints markdown tables of those rows (docs/sensor-model.md);
+`--constants ROWS.jsonl --runs RUN...` prints `calibration.sensitivity.MEASURED` from the rows of
+those runs instead (the lookup `trd-edge calibrate` uses).
+
 A run's data set must be named as sensor_table writes it (``data-SENSOR-DIST-xN-SIZE-sSEED``):
 the name gives the station and seed of the new sets. Nothing is written into the run or its data.
 """
@@ -48,11 +52,101 @@ def _station(data_root: str) -> tuple[str, float, int, int, int]:
 
 def _write(root: Path, station, category: str, **kw) -> Path:
     sensor, distance, average, size, seed = station
-    if not (root / category).is_dir():
+    if (root / category).is_dir():  # written by an earlier call: it must hold what was asked
+        want = kw["n_test_good"] + sum(kw["n_test_per_defect"].values())
+        have = len(list((root / category / "test").glob("*/rgb/*.png")))
+        if have != want:
+            raise SystemExit(f"{root} holds {have} test images, not {want}: remove it")
+    else:
         write_dataset(root, categories=(category,), image_size=size, n_train=0, n_validation=0,
                       seed=seed, progress=False, sensor=sensor, distance=distance,
                       average_frames=average, **kw)
     return root
+
+
+def _station_name(row: dict) -> str:
+    sensor, distance, average = row["station"]
+    name = f"{sensor.upper()} {distance:g} m, " + (
+        f"{average} frames averaged" if average > 1 else "1 frame")
+    if row["depth_smoothing"]:
+        name += f", smoothing {row['depth_smoothing']:g} px"
+    if row["preprocess"] != "reference":
+        name += f", {row['preprocess']} preprocessing"
+    return name + (f", seed {row['seed']}" if row["seed"] else "")
+
+
+def print_constants(rows_path: Path, runs: list[Path]) -> None:
+    """Print ``MEASURED`` (calibration/sensitivity.py) from the jsonl rows of ``runs``."""
+    from edge.datasets.sensors import get_sensor
+
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    keep = {str(r) for r in runs}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        if r["run"] in keep:
+            groups.setdefault((r["run"], r["diameter_mm"]), []).append(r)
+    print("MEASURED: tuple[Measured, ...] = (")
+    for (_run, w), rs in groups.items():
+        rs.sort(key=lambda r: r["depth_mm"])
+        sensor, distance, average = rs[0]["station"]
+        noise = get_sensor(sensor).plane_rms(distance) / average**0.5 * 1e3
+        fprs = sorted((float(f) for f in rs[0]["detected"]), reverse=True)
+
+        def seq(values, fmt: str) -> str:
+            return "(" + ", ".join(format(v, fmt) for v in values) + ")"
+
+        det = ",\n              ".join(
+            f"({f:g}, {seq((r['detected'][str(f)] for r in rs), '.3g')})" for f in fprs)
+        depths = seq((r["depth_mm"] for r in rs), "g")
+        aurocs = seq((r["auroc"] for r in rs), ".4g")
+        width = "None" if w == "default" else float(w)
+        print(f"    Measured({_station_name(rs[0])!r}, {noise:.2f}, {width},\n"
+              f"             {depths},\n             {aurocs},\n             ({det},)),")
+    print(")")
+
+
+def print_summary(rows_path: Path, runs: list[Path], rate: float = 0.9) -> None:
+    """Markdown tables of the rows of ``runs``: per depth, and the smallest depth found."""
+    from calibration.sensitivity import DetectionCurve
+
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    keep = [str(r) for r in runs]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in sorted((r for r in rows if r["run"] in keep), key=lambda r: keep.index(r["run"])):
+        groups.setdefault((r["run"], r["diameter_mm"]), []).append(r)
+    first = next(iter(groups.values()))
+    fprs = sorted((float(f) for f in first[0]["detected"]), reverse=True)
+    depths = sorted(r["depth_mm"] for r in first)
+    rates = " / ".join(f"{f:.1%}".replace(".0%", "%") for f in fprs)
+    print(f"AUROC; share of dented parts found at FPR {rates}\n")
+    print("| station | diameter mm | " + " | ".join(f"{d:g} mm deep" for d in depths) + " |")
+    print("|---" * (2 + len(depths)) + "|")
+    for (_, w), rs in groups.items():
+        rs.sort(key=lambda r: r["depth_mm"])
+        cells = [f"{r['auroc']:.3f}; " + " / ".join(f"{r['detected'][str(f)]:.2f}" for f in fprs)
+                 for r in rs]
+        print(f"| {_station_name(rs[0])} | {w} | " + " | ".join(cells) + " |")
+    print(f"\nSmallest depth (mm) found in >= {rate:.0%} of dented parts at FPR {rates} "
+          "(- = none up to the deepest)\n")
+    widths = list(dict.fromkeys(w for _, w in groups))
+    print("| station | " + " | ".join(f"{w} mm across" for w in widths) + " |")
+    print("|---" * (1 + len(widths)) + "|")
+    for run in keep:
+        cells = []
+        for w in widths:
+            rs = sorted(groups.get((run, w), []), key=lambda r: r["depth_mm"])
+            if not rs:
+                cells.append("")
+                continue
+            out = []
+            for f in fprs:
+                c = DetectionCurve("", 0.0, tuple((r["depth_mm"], r["detected"][str(f)])
+                                                  for r in rs))
+                d = c.smallest_depth_mm(rate)
+                out.append("-" if d is None else f"{d:.1f}")
+            cells.append(" / ".join(out))
+        name = next(_station_name(rs[0]) for (r, _), rs in groups.items() if r == run)
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -66,7 +160,17 @@ def main() -> None:
     p.add_argument("--n-dent", type=int, default=20, help="dented parts per depth × diameter")
     p.add_argument("--fpr", nargs="+", type=float, default=[0.05, 0.01])
     p.add_argument("--jsonl", type=Path, default=None)
+    p.add_argument("--constants", type=Path, default=None, metavar="ROWS.jsonl",
+                   help="print calibration.sensitivity.MEASURED from these rows of --runs")
+    p.add_argument("--summary", type=Path, default=None, metavar="ROWS.jsonl",
+                   help="print markdown tables of these rows of --runs")
     a = p.parse_args()
+    if a.summary:
+        print_summary(a.summary, a.runs)
+        return
+    if a.constants:
+        print_constants(a.constants, a.runs)
+        return
 
     for run_dir in a.runs:
         t0 = time.perf_counter()

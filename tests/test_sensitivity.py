@@ -1,9 +1,11 @@
 """What the station can see (calibration/sensitivity.py): the smallest detectable dent at the
-measured depth noise, in `trd-edge calibrate`'s report, tested on software-device recordings
-made through the stereo camera model (edge/datasets/sensors.py)."""
+measured depth noise (AUROC, or found at the station's false-alarm target for a dent diameter),
+in `trd-edge calibrate`'s report, tested on software-device recordings made through the stereo
+camera model (edge/datasets/sensors.py)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -12,13 +14,18 @@ import pytest
 from conftest_calibration import toy_bundle
 from rs_fixtures import rs_or_skip
 
-from calibration.cli import calibrate
+from calibration.cli import add_calibrate_args, calibrate
 from calibration.sensitivity import (
     CURVES,
+    MEASURED,
+    MEASURED_DIAMETERS_MM,
+    MEASURED_FPRS,
+    TARGET_DETECTION,
     DetectionCurve,
     pooled,
     sensitivity_for,
     smallest_detectable_dent,
+    smallest_detected_dent,
 )
 from edge.datasets.synthetic import SceneGenerator
 from edge.frames import Intrinsics
@@ -44,7 +51,7 @@ def test_curves_of_the_same_noise_are_averaged_before_the_lookup() -> None:
     p = pooled((c, b, a))
     assert [x.station for x in p] == ["a + b", "c"]
     assert p[0].noise_rms_mm == pytest.approx(0.31)
-    assert p[0].auroc_by_depth_mm[1] == (2, pytest.approx(0.95))
+    assert p[0].by_depth_mm[1] == (2, pytest.approx(0.95))
     # one curve just short of the target does not make every noisier level blind
     d, _ = smallest_detectable_dent(0.31e-3, curves=(a, b, c))
     assert d == pytest.approx(2.0)
@@ -72,7 +79,7 @@ def test_the_warning_names_the_fix_only_when_the_defect_is_hidden() -> None:
     # at the quietest measured noise the camera is not the limit: the advice is the model's
     assert w is not None and "the model, not the camera" in w and "average_frames" not in w
     # a noisy station: the advice names averaging, and the factor is the smallest that works
-    deep = max(d for c in CURVES for d, _ in c.auroc_by_depth_mm)
+    deep = max(d for c in CURVES for d, _ in c.by_depth_mm)
     noisy = sensitivity_for(1.0e-3, expected_dent_m=deep / 1e3)
     w = noisy.warning()
     assert w is not None and "average_frames" in w and "closer" in w
@@ -81,6 +88,74 @@ def test_the_warning_names_the_fix_only_when_the_defect_is_hidden() -> None:
     assert _depth(1.0 / n**0.5) <= deep < _depth(1.0 / (n / 2) ** 0.5)
     with pytest.raises(ValueError, match="positive"):
         sensitivity_for(0.0)
+
+
+def _inf(d: float | None) -> float:
+    return np.inf if d is None else d
+
+
+def test_detection_at_a_false_alarm_target_follows_the_measured_rates() -> None:
+    widths = (None, *MEASURED_DIAMETERS_MM)
+    for fpr in MEASURED_FPRS:
+        for w in widths:
+            for c in pooled(tuple(m.curve(fpr) for m in MEASURED if m.diameter_mm == w)):
+                got, _, used = smallest_detected_dent(c.noise_rms_mm / 1e3, fpr, w)
+                assert used == fpr
+                # at a measured noise its own crossing, unless a quieter curve needed more
+                assert _inf(got) >= _inf(c.smallest_depth_mm(TARGET_DETECTION)) - 1e-9
+    for w in widths:
+        for noise in np.geomspace(0.05, 3.0, 25):
+            by_fpr = [_inf(smallest_detected_dent(noise / 1e3, f, w)[0])
+                      for f in sorted(MEASURED_FPRS, reverse=True)]
+            # a stricter false-alarm target (a higher threshold) never finds a shallower dent
+            assert all(b >= a - 1e-9 for a, b in zip(by_fpr, by_fpr[1:], strict=False))
+        depths = [_inf(smallest_detected_dent(n / 1e3, 0.01, w)[0])
+                  for n in np.geomspace(0.05, 3.0, 40)]
+        assert all(b >= a for a, b in zip(depths, depths[1:], strict=False))  # monotone in noise
+        assert depths[-1] == np.inf  # one D435 frame at 0.55 m finds no dent at any size
+    # a target between the measured ones reads the next lower one; below them all the lowest,
+    # and the basis says that it is optimistic there
+    low = min(MEASURED_FPRS)
+    _, basis, used = smallest_detected_dent(0.3e-3, 0.02)
+    assert used == max(f for f in MEASURED_FPRS if f <= 0.02) and "optimistic" not in basis
+    _, basis, used = smallest_detected_dent(0.3e-3, low / 10)
+    assert used == low and "optimistic" in basis
+
+
+def test_a_diameter_between_the_measured_ones_reads_the_worse_neighbour() -> None:
+    lo, hi = MEASURED_DIAMETERS_MM[0], MEASURED_DIAMETERS_MM[1]
+    for noise in (0.28e-3, 0.4e-3):
+        a, _, _ = smallest_detected_dent(noise, 0.01, lo)
+        b, _, _ = smallest_detected_dent(noise, 0.01, hi)
+        mid, basis, _ = smallest_detected_dent(noise, 0.01, (lo + hi) / 2)
+        assert _inf(mid) == max(_inf(a), _inf(b)) and "the worse" in basis
+    wide = MEASURED_DIAMETERS_MM[-1]
+    d, basis, _ = smallest_detected_dent(0.28e-3, 0.01, wide + 10)
+    assert d == smallest_detected_dent(0.28e-3, 0.01, wide)[0] and "outside the measured" in basis
+
+
+def test_the_false_alarm_target_and_diameter_reach_the_report_and_warning() -> None:
+    quiet = min(m.noise_rms_mm for m in MEASURED) / 1e3
+    s = sensitivity_for(quiet, 0.001, target_fpr=0.001, expected_diameter_m=0.005)
+    depth, _, used = smallest_detected_dent(quiet, 0.001, 5.0)
+    assert s.smallest_dent_mm == (None if depth is None else pytest.approx(depth))
+    assert (s.target_fpr, s.measured_fpr, s.detection_rate) == (0.001, used, TARGET_DETECTION)
+    assert s.expected_dent_diameter_mm == pytest.approx(5.0)
+    text = " ".join(s.lines())
+    assert "of dents found at FPR 0.001" in text and "5 mm across" in text
+    w = s.warning()  # 1 mm, 5 mm across: no curve finds it
+    assert w is not None and "1 mm deep, 5 mm across" in w and "FPR 0.001" in w
+    # without a false-alarm target (a best-F1 threshold) and diameter: the AUROC lookup
+    old = sensitivity_for(quiet, 0.001)
+    assert old.target_fpr is None and "AUROC >= 0.95" in old.lines()[0]
+    assert old.smallest_dent_mm == smallest_detectable_dent(quiet)[0]
+    with pytest.raises(ValueError, match="diameter"):
+        sensitivity_for(quiet, 0.001, expected_diameter_m=0.0)
+    parser = argparse.ArgumentParser()
+    add_calibrate_args(parser)
+    args = parser.parse_args(["--bundle", "B", "--camera", "file:x.db3", "--frames", "20",
+                              "--expected-dent-mm", "2", "--expected-dent-diameter-mm", "8"])
+    assert args.expected_dent_diameter_mm == 8.0
 
 
 def _record(path: Path, sensor: str, distance: float, average: int = 1, n: int = 24) -> None:
@@ -100,6 +175,9 @@ def _record(path: Path, sensor: str, distance: float, average: int = 1, n: int =
     write_recording(path, items, intr, depth_units=unit, fps=30)
 
 
+WIDTH = {"d435x8": 0.015}  # dent diameters (m) configured per station; others: 10–15 mm
+
+
 def test_calibrate_reports_the_smallest_dent_the_station_sees(tmp_path: Path) -> None:
     rs_or_skip()
     results = {}
@@ -109,17 +187,22 @@ def test_calibrate_reports_the_smallest_dent_the_station_sees(tmp_path: Path) ->
         _record(tmp_path / f"{name}.db3", sensor, distance, average)
         bundle = toy_bundle(tmp_path / f"toy-{name}")
         spec = f"file:{tmp_path / name}.db3" + (f"?average_frames={average}" if average > 1 else "")
-        res = calibrate(bundle, spec, 20, target_fpr=0.05,
-                        compare_training=False, expected_dent_m=0.002)
+        res = calibrate(bundle, spec, 20, target_fpr=0.05, compare_training=False,
+                        expected_dent_m=0.002, expected_diameter_m=WIDTH.get(name))
         noise = res.record.station.depth_noise_rms_m
         saved = json.loads((bundle / "calibration" / "station.json").read_text())
         report = (bundle / "calibration" / "report.txt").read_text()
         sens = saved["sensitivity"]
-        # the record holds the lookup at the noise calibrate measured, the report says it
+        # the record holds the lookup at the noise calibrate measured, at its false-alarm
+        # target and the configured diameter; the report says it
         assert sens["noise_rms_mm"] == pytest.approx(noise * 1e3)
-        expected, _ = smallest_detectable_dent(noise)
+        width = WIDTH.get(name)
+        expected, _, _ = smallest_detected_dent(
+            noise, 0.05, None if width is None else width * 1e3)
         assert sens["smallest_dent_mm"] == (None if expected is None else pytest.approx(expected))
+        assert sens["target_fpr"] == 0.05
         assert "smallest dent seen" in report and f"{noise * 1e3:.2f} mm RMS" in report
+        assert "of dents found at FPR 0.05" in report
         results[name] = (noise, sens["smallest_dent_mm"], report)
     # one D435 frame at 0.55 m: 2 mm dents are hidden, and the report says what to do
     noise, depth, report = results["d435"]
