@@ -212,7 +212,12 @@ def calibration_set(bundle: Bundle, source: str, n_frames: int = DEFAULT_FRAMES)
     cfg = bundle.preprocess_config()
     spec = _resolve_source(source, bundle.manifest.provenance.category)
     try:
-        src = open_source(spec)
+        from edge.sources import SourceOptions
+        from edge.sources.acquisition import station_options
+
+        # a camera recording is read as the station reads it: the bundle's depth chain
+        src = open_source(spec, station_options(SourceOptions(), spec,
+                                                bundle.manifest.acquisition, "the bundle"))
         setter = getattr(src, "set_working_grid", None)
         if cfg.pipeline == "working" and setter is not None:
             setter(cfg.working_size, cfg.roi)

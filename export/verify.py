@@ -161,7 +161,13 @@ def recording_frames(bundle: Bundle, path: Path, n: int) -> Frames:
         ) from exc
     cfg = bundle.preprocess_config()
     samples = []
-    with open_source(str(path)) as source:
+    from edge.sources import SourceOptions
+    from edge.sources.acquisition import station_options
+
+    # a recording is read as the station reads it: the bundle's depth chain
+    options = station_options(SourceOptions(), str(path), bundle.manifest.acquisition,
+                              "the bundle")
+    with open_source(str(path), options) as source:
         for frame in source:
             samples.append(preprocess(frame.rgb, frame.xyz, cfg))
             if len(samples) >= n:
