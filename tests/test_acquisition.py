@@ -384,3 +384,17 @@ def test_synth_filters_a_frame_exactly_as_the_station_does(tmp_path: Path) -> No
                 assert max(diffs) == 0
             else:
                 assert max(diffs) > 0
+
+
+def test_doctor_reports_the_depth_chain(station, tmp_path: Path) -> None:
+    from edge.bundle import load_bundle
+    from edge.commands.doctor import check_acquisition
+    from edge.config import load_config
+
+    rec, bundle, old = station
+    differing = load_config(None, overrides={"camera.source": f"file:{rec.path}?spatial=false"})
+    failed = check_acquisition(differing, load_bundle(bundle))
+    assert failed.status == "fail" and "spatial: bundle filtered on, station off" in failed.detail
+    plain = load_config(None, overrides={"camera.source": f"file:{rec.path}"})
+    assert check_acquisition(plain, load_bundle(bundle)).status == "ok"
+    assert "not checked" in check_acquisition(differing, load_bundle(old)).detail

@@ -475,6 +475,31 @@ def check_bundle(path: Path | None) -> tuple[Check, Any]:
     return Check("bundle", "ok", detail + f"; threshold {m.scoring.threshold:g}"), bundle
 
 
+def check_acquisition(config: Any, bundle: Any) -> Check | None:
+    """The station's depth chain (filters, average_frames) vs the bundle's training data
+    (`edge.sources.acquisition.station_options`, what `run` decides at start); None without
+    a bundle."""
+    if bundle is None:
+        return None
+    chain = bundle.manifest.acquisition
+    if chain is None:
+        return Check("depth chain", "ok", "the bundle records no acquisition chain (exported "
+                     "before it): not checked")
+    from edge.sources import SourceError
+    from edge.sources.acquisition import station_options
+
+    try:
+        station_options(config.camera, config.camera.source, chain, f"bundle {bundle.path.name}")
+    except SourceError as exc:  # a bad camera spec: the camera check reports it
+        return Check("depth chain", "warn", f"not checked: {exc}", "fix camera.source")
+    except ValueError as exc:
+        return Check("depth chain", "fail", str(exc),
+                     "set camera.realsense filters / average_frames as the bundle's training "
+                     "data had them (or leave them unset), or record again and retrain")
+    return Check("depth chain", "ok", f"the bundle's training data: {chain.describe()}; "
+                 "run repeats it (settings the config leaves unset are taken from the bundle)")
+
+
 def check_engine(bundle: Any, state: dict[str, Any], backend: str = "auto") -> Check:
     """A TensorRT engine for this GPU + TensorRT version exists, or can be built here."""
     if bundle is None:
@@ -919,6 +944,8 @@ def collect(args: argparse.Namespace) -> list[Check]:
     if "bundle" not in skip:
         bundle_check, bundle = check_bundle(config.bundle)
         checks.append(bundle_check)
+        if (chain_check := check_acquisition(config, bundle)) is not None:
+            checks.append(chain_check)
         checks.append(check_engine(bundle, state or {"gpu": None, "trt": None}, backend))
     if "broker" not in skip:
         checks += check_broker(config, timeout, getattr(args, "mes_url", None))
