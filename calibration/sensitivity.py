@@ -393,7 +393,8 @@ class Sensitivity(BaseModel):
     # averaging this many times more still frames (noise ÷ √N) would reveal the expected
     # defects by the same curves; None: not needed, or 32 would not be enough
     frames_factor: int | None = None
-    # False: the noise is at or below the quietest curve, so the camera is not what limits
+    # False: the camera is not what limits: the noise is at or below the quietest curve, or
+    # even the quietest measured noise does not find the expected defect
     noise_limited: bool = True
     basis: str  # which measured curves the number comes from
 
@@ -435,8 +436,9 @@ class Sensitivity(BaseModel):
         if self.noise_limited is False:
             return (
                 f"{what} are below what the measured curves see ({self._criterion()}) even at "
-                f"this station's low depth noise ({self.noise_rms_mm:.2f} mm RMS): {limit}; "
-                "there the model, not the camera, is the limit: train with the full recipe "
+                f"the quietest measured depth noise (this station: {self.noise_rms_mm:.2f} mm "
+                f"RMS, {limit}); there the model, not the camera, is the limit: train with "
+                "the full recipe "
                 "(README: 128 px, 96 images, 20 epochs) and measure the station's own curve "
                 "(docs/sensor-model.md)"
             )
@@ -538,6 +540,11 @@ def sensitivity_for(
             if d is not None and d <= expected_dent_m * 1e3:
                 factor = n
                 break
+    quietest = min(c.noise_rms_mm for c in used)
+    limited = noise_rms_m * 1e3 > quietest
+    if limited and expected_dent_m is not None:  # would a quieter camera find it at all?
+        best, _ = lookup(quietest / 1e3)
+        limited = best is not None and best <= expected_dent_m * 1e3
     return Sensitivity(
         noise_rms_mm=noise_rms_m * 1e3, smallest_dent_mm=depth, deepest_measured_mm=deepest,
         target_auroc=target, dent_diameter_mm=across,
@@ -546,5 +553,5 @@ def sensitivity_for(
         target_fpr=target_fpr, measured_fpr=measured_fpr if target_fpr is not None else None,
         detection_rate=TARGET_DETECTION if target_fpr is not None else None,
         frames_factor=factor, basis=basis,
-        noise_limited=noise_rms_m * 1e3 > min(c.noise_rms_mm for c in used),
+        noise_limited=limited,
     )
