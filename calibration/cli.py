@@ -49,7 +49,7 @@ from calibration.threshold import (
 )
 from edge.bundle import Bundle, StatsSpec, atomic_write_text, load_bundle, utc_now
 from edge.inspector import Inspector
-from edge.processing.scoring import ScoreStats, score_maps
+from edge.processing.scoring import ScoreStats
 from edge.sources import FrameTimeout, SourceError, SourceIdle, SourceOptions, open_source
 from edge.sources.acquisition import station_options
 
@@ -172,7 +172,7 @@ def _collect(
             if geometry is not None:
                 geometry.add(frame)
             m_rgb, m_3d, _ = inspector.infer(sample)
-            store.add(m_rgb, m_3d)
+            store.add(m_rgb, m_3d, sample.foreground)
             if label is not None:
                 labels.append(int(label))
             if store.count % max(1, n_frames // 10) == 0:
@@ -238,8 +238,10 @@ def calibrate(
                 stats = store.statistics(source=f"station:{camera}")
             except ValueError as exc:
                 raise CalibrationError(f"cannot normalise the station maps: {exc}") from exc
-            scores = image_scores(store, stats)
-            prev_scores = image_scores(store, prev_stats) if prev_stats is not None else None
+            # over the same region the station scores (scoring.region)
+            scores = image_scores(store, stats, inspector.region)
+            prev_scores = (image_scores(store, prev_stats, inspector.region)
+                           if prev_stats is not None else None)
         if f1_dir is None:
             fit: ThresholdFit | F1Fit = fit_threshold(scores, target_fpr, method, confidence)
             thr = fit.threshold
@@ -384,8 +386,7 @@ def _score_labelled(
             if "ended after" not in str(exc):
                 raise
             raise CalibrationError(f"--f1 {folder}: some frames could not be read") from exc
-        maps = score_maps(store.maps[: store.count, 0], store.maps[: store.count, 1], stats)
-        scores = maps.fused.reshape(store.count, -1).max(axis=1).astype(np.float64)
+        scores = image_scores(store, stats, inspector.region)
     return scores, np.asarray(labels, dtype=int)
 
 

@@ -3,7 +3,9 @@
 The raw maps must be kept until the statistics are known (the image score is the maximum of
 the map normalised *with* those statistics, then smoothed), so `MapStore` keeps them in a
 disk-backed array: 2·S²·4 bytes per frame (0.5 MB at 256²), not RAM, so a long calibration on
-a Jetson does not run out of memory.
+a Jetson does not run out of memory. Each frame's foreground (S² bytes) is kept beside its maps,
+so a bundle that scores the part (``scoring.region: part``) is calibrated on the same scores the
+station computes.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.processing.scoring import ScoreStats, StatsAccumulator, score_maps
+from edge.processing.scoring import ScoreStats, StatsAccumulator, foreground_region, score_maps
 
 __all__ = ["MapStore", "fit_statistics", "image_scores"]
 
 
 class MapStore:
-    """Raw (map_rgb, map_3d) pairs of up to ``capacity`` frames, in a temporary memmap."""
+    """Raw (map_rgb, map_3d) pairs and foregrounds of up to ``capacity`` frames, in temporary
+    memmaps."""
 
     def __init__(self, capacity: int, image_size: int, folder: str | Path | None = None) -> None:
         if capacity <= 0:
@@ -29,16 +32,26 @@ class MapStore:
         self.maps = np.lib.format.open_memmap(
             path, mode="w+", dtype=np.float32, shape=(capacity, 2, image_size, image_size)
         )
+        self.foreground = np.lib.format.open_memmap(
+            Path(self._tmp.name) / "foreground.npy", mode="w+", dtype=bool,
+            shape=(capacity, image_size, image_size),
+        )
         self.count = 0
         self._acc = StatsAccumulator()
 
-    def add(self, map_rgb: np.ndarray, map_3d: np.ndarray) -> None:
-        """Store one frame's raw maps (each (S,S) or (1,1,S,S)) and update the statistics."""
+    def add(
+        self, map_rgb: np.ndarray, map_3d: np.ndarray, foreground: np.ndarray | None = None
+    ) -> None:
+        """Store one frame's raw maps (each (S,S) or (1,1,S,S)) and its foreground (S,S bool,
+        `PreparedSample.foreground`; None: the whole frame) and update the statistics."""
         if self.count >= self.maps.shape[0]:
             raise ValueError(f"map store is full ({self.maps.shape[0]} frames)")
         s = self.maps.shape[-1]
         self.maps[self.count, 0] = np.asarray(map_rgb, np.float32).reshape(s, s)
         self.maps[self.count, 1] = np.asarray(map_3d, np.float32).reshape(s, s)
+        self.foreground[self.count] = (
+            True if foreground is None else np.asarray(foreground, bool).reshape(s, s)
+        )
         self._acc.add(self.maps[self.count, 0], self.maps[self.count, 1])
         self.count += 1
 
@@ -49,6 +62,7 @@ class MapStore:
     def close(self) -> None:
         """Delete the backing file."""
         del self.maps
+        del self.foreground
         self._tmp.cleanup()
 
     def __enter__(self) -> MapStore:
@@ -63,11 +77,16 @@ def fit_statistics(store: MapStore, source: str) -> ScoreStats:
     return store.statistics(source)
 
 
-def image_scores(store: MapStore, stats: ScoreStats, batch: int = 16) -> np.ndarray:
-    """Fused image scores of every stored frame under ``stats`` (same rule as the live loop)."""
+def image_scores(
+    store: MapStore, stats: ScoreStats, region: str = "frame", batch: int = 16
+) -> np.ndarray:
+    """Fused image scores of every stored frame under ``stats`` (same rule as the live loop),
+    over the whole map or, with ``region`` "part" (the bundle's ``scoring.region``), over
+    each frame's stored foreground."""
     out = np.empty(store.count, np.float64)
     for i in range(0, store.count, batch):
         j = min(i + batch, store.count)
-        maps = score_maps(store.maps[i:j, 0], store.maps[i:j, 1], stats)
+        fg = foreground_region(region, store.foreground[i:j])
+        maps = score_maps(store.maps[i:j, 0], store.maps[i:j, 1], stats, region=fg)
         out[i:j] = maps.fused.reshape(j - i, -1).max(axis=1)
     return out

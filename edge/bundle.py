@@ -137,6 +137,11 @@ class ScoringSpec(_Strict):
     """Current score normalisation + threshold, and every previous calibration (newest last)."""
 
     smoothing: SmoothingSpec = Field(default_factory=SmoothingSpec)
+    # where the image score is taken (edge.processing.scoring.score_maps): the whole map, or the
+    # part's foreground only; bundles exported before it have no key and score the frame
+    region: Literal["frame", "part"] = Field(
+        "frame", description="frame: max over the whole map (TRD); part: over the foreground"
+    )
     stats: StatsSpec | None = None
     threshold: float | None = None
     threshold_method: str | None = None

@@ -125,6 +125,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="with --preprocess reference: how RGB, masks and Eyecandies normals are "
                    "resized; pil-bilinear is the authors' (torchvision Resize on PIL), area "
                    "(default) what earlier runs and bundles used (recorded in the bundle)")
+    p.add_argument("--score-region", choices=["frame", "part"], default=None,
+                   help="where the image score is taken: part = the maximum over the part's "
+                   "foreground only (background texture cannot set it), frame = over the whole "
+                   "map (the authors'). Default part with the working pipeline, frame with "
+                   "--preprocess reference and Eyecandies; recorded in the bundle "
+                   "(scoring.region), so eval, calibrate and the station score alike")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:

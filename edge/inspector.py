@@ -6,6 +6,7 @@ numbers they report and the verdicts a station publishes come from the same code
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +17,16 @@ from edge.bundle import Bundle, BundleError, model_inputs
 from edge.frames import Frame
 from edge.processing.pose import Pose
 from edge.processing.preprocess import PreparedSample, PreprocessConfig, preprocess, roi_pixels
-from edge.processing.scoring import Region, ScoredMaps, ScoreStats, defect_regions, score_maps
+from edge.processing.scoring import (
+    Region,
+    ScoredMaps,
+    ScoreStats,
+    defect_regions,
+    foreground_region,
+    score_maps,
+)
+
+log = logging.getLogger(__name__)
 
 STAGES = ("capture", "preprocess", "h2d", "inference", "d2h", "postprocess", "publish")
 
@@ -39,6 +49,9 @@ class Inspection:
     view_camera: tuple[float, float, float, float] | None = None
     pose: Pose | None = None  # the part's alignment; maps turn back into the camera frame by it
     camera_fused: np.ndarray | None = None  # (S, S) fused map in the camera frame
+    # the bundle scores the part (scoring.region) but this frame's foreground was empty: the
+    # whole frame was scored (the verdict says so in extra.scored_on)
+    no_part: bool = False
     _maps: ScoredMaps | None = field(default=None, repr=False)
 
     @property
@@ -92,6 +105,8 @@ class Inspector:
             raise BundleError(f"bundle {bundle.path} has no threshold; run `trd-edge calibrate`")
         self.threshold = float(thr)
         self.min_region_px = min_region_px
+        # the whole map or the part's foreground (scoring.region; calibrate fits on the same)
+        self.region: str = bundle.manifest.scoring.region
 
     @property
     def working_grid(self) -> dict | None:
@@ -152,15 +167,22 @@ class Inspector:
         m_3d: np.ndarray,
         timings: dict[str, float],
         pose: Pose | None = None,
+        foreground: np.ndarray | None = None,
     ) -> Inspection:
         """Normalise, fuse, smooth, score, threshold and find defect regions.
 
         Scores come from the maps as the model made them (in the aligned frame when the bundle
         aligns parts, as at training); the maps kept for regions and heatmaps are turned back
-        into the camera frame with ``pose``.
+        into the camera frame with ``pose``. ``foreground`` (the sample's, S×S) is required
+        when the bundle scores the part (``scoring.region: part``).
         """
         t0 = time.perf_counter()
-        maps = score_maps(m_rgb, m_3d, self.stats, work_dtype=np.float32)
+        maps = score_maps(m_rgb, m_3d, self.stats, work_dtype=np.float32,
+                          region=foreground_region(self.region, foreground))
+        no_part = maps.on_frame is not None and bool(maps.on_frame[0])
+        if no_part:
+            log.warning("frame %s: no part in the foreground; scored on the whole frame",
+                        frame.frame_number)
         score = float(maps.fused[0].max())
         rgb_score, x3d_score = float(maps.rgb[0].max()), float(maps.x3d[0].max())
         fused = maps.fused[0] if pose is None else pose.to_camera(maps.fused)[0]
@@ -176,7 +198,7 @@ class Inspector:
             frame=frame, model_maps=maps, image_score=score, rgb_score=rgb_score,
             x3d_score=x3d_score, threshold=self.threshold, regions=regions,
             timings_ms=timings, view_frame=view_frame, view_camera=view_camera,
-            pose=pose, camera_fused=fused,
+            pose=pose, camera_fused=fused, no_part=no_part,
         )
 
     def inspect(self, frame: Frame) -> Inspection:
@@ -185,5 +207,5 @@ class Inspector:
         m_rgb, m_3d, t = self.infer(sample)
         return self.postprocess(
             frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t},
-            pose=sample.pose,
+            pose=sample.pose, foreground=sample.foreground,
         )

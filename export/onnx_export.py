@@ -210,10 +210,12 @@ def export_bundle(
 
     calib = loaded.calibration
     smoothing = SmoothingSpec(sigma=smoothing_sigma(size))  # what edge.processing.scoring will use
-    scoring = ScoringSpec(smoothing=smoothing)
+    region = cfg.score_region or "frame"  # where the run's threshold was fitted (run.json)
+    scoring = ScoringSpec(smoothing=smoothing, region=region)
     if calib is not None:
         scoring = ScoringSpec(
             smoothing=smoothing,
+            region=region,
             stats=_stats_spec(calib.stats),
             threshold=float(calib.threshold),
             threshold_method=calib.threshold_method,

@@ -22,7 +22,13 @@ import numpy as np
 
 from edge.backends.base import Backend, BackendError
 from edge.bundle import MODEL_FP16, MODEL_INT8, Bundle, load_bundle, model_inputs
-from edge.processing.scoring import ScoreStats, StatsAccumulator, image_scores, score_maps
+from edge.processing.scoring import (
+    ScoreStats,
+    StatsAccumulator,
+    foreground_region,
+    image_scores,
+    score_maps,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +268,15 @@ def compare(
     stats: ScoreStats,
     threshold: float,
     labels: list[int | None] | None = None,
+    region: np.ndarray | None = None,
 ) -> PairResult:
-    """Compare two backends' raw maps (N,2,S,S) via scores and verdicts."""
-    sa = image_scores(score_maps(maps_a[:, 0], maps_a[:, 1], stats).fused)
-    sb = image_scores(score_maps(maps_b[:, 0], maps_b[:, 1], stats).fused)
+    """Compare two backends' raw maps (N,2,S,S) via scores and verdicts.
+
+    ``region`` (N,S,S) bool: the frames' foregrounds when the bundle scores the part
+    (``scoring.region``), so scores and flips are the ones the station would see; the map
+    differences are over the whole map either way."""
+    sa = image_scores(score_maps(maps_a[:, 0], maps_a[:, 1], stats, region=region).fused)
+    sb = image_scores(score_maps(maps_b[:, 0], maps_b[:, 1], stats, region=region).fused)
     diff = np.abs(maps_a.astype(np.float64) - maps_b)
     prec = frozenset({a.rpartition("-")[2], b.rpartition("-")[2]})
     tol_map, tol_score = TOLERANCES.get(prec, TOLERANCES[frozenset({"fp16"})])
@@ -316,7 +327,9 @@ class VerifyReport:
         return bool(self.pairs) and all(p.agree for p in self.pairs) and not self.refused
 
 
-def _stats_and_threshold(bundle: Bundle, ref_maps: np.ndarray) -> tuple[ScoreStats, float, str]:
+def _stats_and_threshold(
+    bundle: Bundle, ref_maps: np.ndarray, region: np.ndarray | None = None
+) -> tuple[ScoreStats, float, str]:
     stats = bundle.score_stats()
     threshold = bundle.manifest.scoring.threshold
     note = "bundle calibration"
@@ -326,7 +339,9 @@ def _stats_and_threshold(bundle: Bundle, ref_maps: np.ndarray) -> tuple[ScoreSta
         stats = acc.result(source="verify frames (bundle not calibrated)")
         note = "statistics from the verification frames (bundle not calibrated)"
     if threshold is None:
-        ref_scores = image_scores(score_maps(ref_maps[:, 0], ref_maps[:, 1], stats).fused)
+        ref_scores = image_scores(
+            score_maps(ref_maps[:, 0], ref_maps[:, 1], stats, region=region).fused
+        )
         threshold = float(np.median(ref_scores))
         note += "; no threshold in the bundle: median reference score used (worst case)"
     return stats, float(threshold), note
@@ -356,9 +371,12 @@ def verify(
             maps[label] = run_backend(backend, frames)
         finally:
             backend.close()
-    stats, threshold, note = _stats_and_threshold(bundle, maps[REFERENCE])
+    # scores over the region the station scores (scoring.region: the part's foreground)
+    region = foreground_region(bundle.manifest.scoring.region,
+                               np.stack([s.foreground for s in frames.samples]))
+    stats, threshold, note = _stats_and_threshold(bundle, maps[REFERENCE], region)
     pairs = [
-        compare(a, b, maps[a], maps[b], stats, threshold, frames.labels)
+        compare(a, b, maps[a], maps[b], stats, threshold, frames.labels, region)
         for a, b in itertools.combinations(list(maps), 2)
     ]
     refused = [

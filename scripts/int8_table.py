@@ -29,7 +29,12 @@ from edge.backends.onnxruntime_backend import OnnxRuntimeBackend
 from edge.bundle import load_bundle, model_inputs
 from edge.datasets.dataset_io import list_samples, load_raw
 from edge.processing.preprocess import preprocess
-from edge.processing.scoring import StatsAccumulator, image_scores, score_maps
+from edge.processing.scoring import (
+    StatsAccumulator,
+    foreground_region,
+    image_scores,
+    score_maps,
+)
 from trainer.inference import threshold_from_scores
 from trainer.metrics import compute_metrics
 
@@ -52,14 +57,25 @@ def _maps(backend, samples) -> np.ndarray:
     ])
 
 
-def evaluate_precision(val_maps: np.ndarray, test_maps: np.ndarray, test) -> dict:
-    """Calibrate on validation maps, score the test maps: metrics, scores and verdicts."""
+def _region(region: str, samples) -> np.ndarray | None:
+    """The bundle's scoring region over ``samples`` (their foregrounds for "part")."""
+    return foreground_region(region, np.stack([s.foreground for _, s, _ in samples]))
+
+
+def evaluate_precision(
+    val_maps: np.ndarray, test_maps: np.ndarray, test, val=(), region: str = "frame"
+) -> dict:
+    """Calibrate on validation maps, score the test maps: metrics, scores and verdicts (over
+    the bundle's scoring ``region``, as the station scores)."""
     acc = StatsAccumulator()
     acc.add(val_maps[:, 0], val_maps[:, 1])
     stats = acc.result()
-    val_scores = image_scores(score_maps(val_maps[:, 0], val_maps[:, 1], stats).fused)
+    val_scores = image_scores(
+        score_maps(val_maps[:, 0], val_maps[:, 1], stats, region=_region(region, val)).fused
+    )
     threshold, _ = threshold_from_scores(val_scores)
-    fused = score_maps(test_maps[:, 0], test_maps[:, 1], stats).fused
+    test_region = _region(region, test)
+    fused = score_maps(test_maps[:, 0], test_maps[:, 1], stats, region=test_region).fused
     scores = image_scores(fused)
     y = np.array([r.label for r, _, _ in test])
     s = fused.shape[-1]
@@ -73,6 +89,7 @@ def evaluate_precision(val_maps: np.ndarray, test_maps: np.ndarray, test) -> dic
         per[t] = compute_metrics(scores[sel], y[sel], None, None)["image_auroc"]
     return {
         "stats": stats,
+        "region": test_region,
         "metrics": metrics,
         "per_defect_type": per,
         "threshold": threshold,
@@ -135,7 +152,8 @@ def main() -> None:
     for precision in ("fp32", "int8"):
         be = OnnxRuntimeBackend(bundle, precision=precision, intra_op_threads=a.threads)
         test_maps = _maps(be, test)
-        res[precision] = evaluate_precision(_maps(be, val), test_maps, test)
+        res[precision] = evaluate_precision(_maps(be, val), test_maps, test, val,
+                                            bundle.manifest.scoring.region)
         res[precision]["raw_test"] = test_maps
     f, q = res["fp32"], res["int8"]
     y = f["labels"]
@@ -145,7 +163,9 @@ def main() -> None:
     diff = np.abs(f["raw_test"] - q["raw_test"])
     # What `trd-edge verify` sees: the INT8 maps scored with FP32's statistics and threshold.
     qm = q["raw_test"]
-    same = image_scores(score_maps(qm[:, 0], qm[:, 1], f["stats"]).fused) > f["threshold"]
+    same = image_scores(
+        score_maps(qm[:, 0], qm[:, 1], f["stats"], region=f["region"]).fused
+    ) > f["threshold"]
     row = {
         "category": a.category,
         "run": str(a.run),

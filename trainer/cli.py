@@ -41,6 +41,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         preprocess=getattr(args, "preprocess", "working"),
         roi=getattr(args, "roi", None),
         rgb_resize=getattr(args, "rgb_resize", "area"),
+        score_region=getattr(args, "score_region", None),
     )
 
 

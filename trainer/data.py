@@ -21,7 +21,8 @@ __all__ = ["RGBDDataset", "make_loader"]
 
 class RGBDDataset(Dataset):
     """Samples as dicts: ``rgb`` (3,S,S), ``x3d`` (3,S,S), ``mask`` (1,S,S) float {0,1},
-    ``label`` int, ``defect_type`` str, ``name`` str.
+    ``foreground`` (S,S) bool (the part, `PreparedSample.foreground`: where ``scoring.region:
+    part`` scores), ``label`` int, ``defect_type`` str, ``name`` str.
 
     ``augment="rot90"`` turns each sample by a random multiple of 90° (RGB and cloud together,
     `trainer.augment`), ``"rotate"`` by a random ±15° after the alignment; both drawn from a
@@ -86,6 +87,7 @@ class RGBDDataset(Dataset):
             "rgb": torch.from_numpy(prepared.rgb),
             "x3d": torch.from_numpy(prepared.x3d),
             "mask": torch.from_numpy(mask)[None],
+            "foreground": torch.from_numpy(prepared.foreground),
             "label": int(record.label),
             "defect_type": record.defect_type,
             "name": record.name,

@@ -36,9 +36,10 @@ class ScoredSamples:
 
 def score_samples(
     model, samples: list, pre, stats, device: str = "cpu", batch_size: int = 8,
-    progress: bool = False, desc: str = "eval test",
+    progress: bool = False, desc: str = "eval test", region: str = "frame",
 ) -> ScoredSamples:
-    """Score ``samples`` with a loaded model and the validation statistics ``stats``.
+    """Score ``samples`` with a loaded model and the validation statistics ``stats``, over
+    ``region`` ("frame" | "part": the run's ``score_region``).
 
     Writes nothing: `evaluate` and scripts that need per-image scores (e.g. a detection rate at a
     false-alarm target, scripts/sensitivity_table.py) share it.
@@ -48,7 +49,7 @@ def score_samples(
     loader = make_loader(samples, cfg=pre, batch_size=batch_size, shuffle=False)
     for mb in tqdm(iter_maps(model, loader, device), total=len(loader), desc=desc,
                    unit="batch", disable=not progress):
-        scored = score_maps(mb.map_rgb, mb.map_3d, stats)
+        scored = score_maps(mb.map_rgb, mb.map_3d, stats, region=mb.region(region))
         maps["fused"].append(scored.fused)
         maps["rgb"].append(scored.rgb)
         maps["3d"].append(scored.x3d)
@@ -77,18 +78,21 @@ def evaluate(
     """Evaluate a run on `<data_root>/<category>` the way the paper does.
 
     Statistics are refitted on the validation split of the given data (TRD §8.3) and stored in
-    the run; the test split is scored with them. Image labels come from the folder (a defect
-    folder is a defect even if its mask vanishes at the model's resolution: trd-model.md §13.15).
+    the run; the test split is scored with them, over the run's ``score_region`` (the whole
+    map, or the part only; run.json without it: the whole map). Image labels come from the
+    folder (a defect folder is a defect even if its mask vanishes at the model's resolution:
+    trd-model.md §13.15).
     """
     run = load_run(run_dir, device=device)
     pre = run.info.preprocess
+    region = run.info.config.score_region or "frame"
     val = list_samples(data_root, category, "validation")
     test = list_samples(data_root, category, "test")
     kw = dict(cfg=pre, batch_size=batch_size, shuffle=False)
-    calibration = calibrate_on(run.model, make_loader(val, **kw), device)
+    calibration = calibrate_on(run.model, make_loader(val, **kw), device, region)
     write_json(Path(run_dir) / CALIBRATION_FILE, calibration)
     scored = score_samples(run.model, test, pre, calibration.stats, device, batch_size,
-                           progress)
+                           progress, region=region)
     all_maps, gt, y, types, names = (scored.maps, scored.gt, scored.labels, scored.types,
                                      scored.names)
     scores = scored.scores
@@ -101,6 +105,7 @@ def evaluate(
         sub = compute_metrics(scores["fused"][sel], y[sel], None, None)
         result["per_defect_type"][t] = {"image_auroc": sub["image_auroc"]}
     result["threshold"] = calibration.threshold
+    result["score_region"] = region
     result["n_test"] = len(y)
     result["category"] = category
     result["run"] = str(run_dir)

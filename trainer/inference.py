@@ -9,7 +9,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from edge.processing.scoring import StatsAccumulator, image_scores, score_maps
+from edge.processing.scoring import (
+    StatsAccumulator,
+    foreground_region,
+    image_scores,
+    score_maps,
+)
 from trainer.model import TRD
 from trainer.run import Calibration
 
@@ -21,6 +26,11 @@ class MapBatch:
     map_rgb: np.ndarray  # (B, S, S) float32
     map_3d: np.ndarray
     batch: dict
+
+    def region(self, region: str) -> np.ndarray | None:
+        """The mask `score_maps` takes for scoring ``region`` ("frame" | "part")."""
+        fg = self.batch.get("foreground")
+        return foreground_region(region, None if fg is None else fg.numpy())
 
 
 @torch.no_grad()
@@ -46,8 +56,12 @@ def threshold_from_scores(scores: np.ndarray) -> tuple[float, str]:
     return thr, "max(validation mean + 3 std, validation max)"
 
 
-def calibrate_on(model: TRD, loader: DataLoader, device: str = "cpu") -> Calibration:
-    """Per-modality statistics over all validation pixels (TRD §8.3) and the image threshold."""
+def calibrate_on(
+    model: TRD, loader: DataLoader, device: str = "cpu", region: str = "frame"
+) -> Calibration:
+    """Per-modality statistics over all validation pixels (TRD §8.3) and the image threshold,
+    fitted on image scores taken over ``region`` (the run's ``score_region``, as the station
+    scores with the bundle's ``scoring.region``). The statistics use every pixel either way."""
     batches = list(iter_maps(model, loader, device))
     if not batches:
         raise ValueError("the validation split is empty: cannot fit score statistics")
@@ -56,7 +70,8 @@ def calibrate_on(model: TRD, loader: DataLoader, device: str = "cpu") -> Calibra
         acc.add(b.map_rgb, b.map_3d)
     stats = acc.result()
     scores = np.concatenate(
-        [image_scores(score_maps(b.map_rgb, b.map_3d, stats).fused) for b in batches]
+        [image_scores(score_maps(b.map_rgb, b.map_3d, stats, region=b.region(region)).fused)
+         for b in batches]
     )
     thr, method = threshold_from_scores(scores)
     return Calibration(

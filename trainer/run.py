@@ -103,6 +103,13 @@ class TrainConfig(BaseModel):
     rgb_resize: Literal["area", "pil-bilinear"] = Field(
         "area", description="reference pipeline's RGB/mask resize (PreprocessConfig.rgb_resize)"
     )
+    # Runs recorded before it have no key: they scored the whole frame.
+    score_region: Literal["frame", "part"] | None = Field(
+        "frame", description="where the image score is taken (edge.processing.scoring): frame = "
+        "the whole map (TRD), part = the part's foreground only; None: part for the working "
+        "pipeline, frame for the reference one and for Eyecandies (trainer.train."
+        "resolve_score_region); the bundle records it as scoring.region",
+    )
 
 
 class EpochRecord(BaseModel):

@@ -163,6 +163,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     cfg, epochs_source = resolve_epochs(cfg, kind)
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_depth_smoothing(cfg)
+    cfg = resolve_score_region(cfg, kind, Path(out))
     with determinism(cfg.deterministic):
         return _train(cfg, Path(out), kind, epochs_source, progress, choices)
 
@@ -180,6 +181,26 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     if choices.sobel_ksize is not None:
         update["sobel_ksize"] = choices.sobel_ksize.value
     return cfg.model_copy(update=update), choices
+
+
+def resolve_score_region(cfg: TrainConfig, kind: str, out: Path | None = None) -> TrainConfig:
+    """``cfg`` with ``score_region`` filled in when None (printed): a run being resumed keeps
+    its recorded one; else "part" for the working pipeline, whose foreground is the part found
+    by the background-plane fit (background texture then cannot set the score:
+    docs/any-shape.md), "frame" for the reference pipeline (the authors' scoring) and for
+    preprocessed Eyecandies (its foreground is every pixel with a normal, the whole scene)."""
+    if cfg.score_region is not None:
+        return cfg
+    if out is not None and (out / RUN_FILE).is_file():
+        region, why = read_run_info(out).config.score_region or "frame", "the resumed run's"
+    elif kind == "eyecandies":
+        region, why = "frame", "preprocessed Eyecandies has no part mask (its normals cover the scene)"
+    elif cfg.preprocess == "reference":
+        region, why = "frame", "the reference pipeline scores as the authors do"
+    else:
+        region, why = "part", "the working pipeline's foreground is the part"
+    print(f"score region: {region} ({why}; --score-region overrides)", flush=True)
+    return cfg.model_copy(update={"score_region": region})
 
 
 def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
@@ -307,6 +328,6 @@ def _train(
                      rec.loss_rgb, rec.loss_3d, rec.seconds)
     bar.close()
 
-    calibration = calibrate_on(model, val_loader, str(device))
+    calibration = calibrate_on(model, val_loader, str(device), cfg.score_region or "frame")
     write_json(out / CALIBRATION_FILE, calibration)
     return out

@@ -38,7 +38,10 @@ def make_verdict(ins: Inspection, station: str, sequence: int, model: ModelRef) 
     ]
     latency = {k: float(v) for k, v in ins.timings_ms.items()}
     latency["total"] = (time.time() - ins.frame.host_timestamp) * 1000.0 + ins.frame.capture_ms
-    extra = {k: ins.frame.meta[k] for k in ("label", "defect_type") if k in ins.frame.meta}
+    gt = {k: ins.frame.meta[k] for k in ("label", "defect_type") if k in ins.frame.meta}
+    extra: dict = {"ground_truth": gt} if gt else {}
+    if ins.no_part:  # a "part" bundle found no part: the frame was scored (edge.inspector)
+        extra["scored_on"] = "frame (no part in the foreground)"
     return Verdict(
         station=station,
         sequence=sequence,
@@ -52,7 +55,7 @@ def make_verdict(ins: Inspection, station: str, sequence: int, model: ModelRef) 
         regions=regions,
         model=model,
         latency_ms=latency,
-        extra={"ground_truth": extra} if extra else None,
+        extra=extra or None,
     )
 
 

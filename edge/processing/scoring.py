@@ -3,7 +3,9 @@
 Implements TRD scoring (trd-model.md §8, steps 3-6): per-modality z-scoring with validation
 statistics, fusion by plain sum, Gaussian smoothing (reflect, truncate 4; sigma 4·S/256 px for
 S×S maps: the reference's 4 px, radius 16, at 256², see `smoothing_sigma`) and the image score
-as the maximum of the smoothed map. Bundles record the rule in ``scoring.smoothing``. The edge
+as the maximum of the smoothed map. Bundles record the rule in ``scoring.smoothing``. With
+``scoring.region: part`` the smoothed maps are restricted to the part's foreground before the
+maximum (`restrict_to_region`): background texture cannot set the score. The edge
 runtime does not ship scipy, so the smoothing reproduces
 `scipy.ndimage.gaussian_filter(m, sigma, mode="reflect", truncate=4.0)` with OpenCV.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -19,6 +22,12 @@ from pydantic import BaseModel, model_validator
 
 DEFAULT_SIGMA = 4.0
 TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter default
+
+# Where the image score is taken: the whole map (TRD, §8 step 6) or the part's foreground only
+# (`PreparedSample.foreground`, from the background-plane fit). Recorded as `scoring.region`
+# in bundles and `score_region` in run.json; absent = "frame".
+ScoreRegion = Literal["frame", "part"]
+SCORE_REGIONS: tuple[str, ...] = ("frame", "part")
 
 
 class ScoreStats(BaseModel):
@@ -183,6 +192,8 @@ class ScoredMaps:
     fused: np.ndarray
     rgb: np.ndarray
     x3d: np.ndarray
+    # with a region: per map, True where the region was empty and the whole frame was scored
+    on_frame: np.ndarray | None = None
 
 
 def smoothing_sigma(map_size: int) -> float:
@@ -201,11 +212,15 @@ def score_maps(
     stats: ScoreStats,
     sigma: float | None = None,
     work_dtype: type = np.float64,
+    region: np.ndarray | None = None,
 ) -> ScoredMaps:
     """Normalise, fuse and smooth raw maps (§8 steps 4-5); maps are (H,W), (B,H,W) or (B,1,H,W).
 
     `sigma` defaults to `smoothing_sigma(H)` (4 at 256², as the paper). ``work_dtype``
     float32 is the station's (`edge.inspector`): half the cost, scores within ~1e-6.
+    ``region`` (bool, (H,W) or (B,H,W), e.g. the part's foreground): after smoothing, every
+    map is restricted to it (`restrict_to_region`), so image scores, defect regions and
+    heatmaps all see the part only; None scores the whole frame.
 
     Per-modality maps are normalised and smoothed the same way (§8, diagnostics). Smoothing is
     linear, so the fused map is the sum of the smoothed per-modality maps: this equals
@@ -222,9 +237,51 @@ def score_maps(
     rgb = gaussian_smooth(na, sigma, work_dtype)
     x3d = gaussian_smooth(nb, sigma, work_dtype)
     fused = fuse(rgb, x3d)
+    on_frame = None
+    if region is not None:
+        mask = _as_batch(np.asarray(region, dtype=bool), "region")
+        if mask.shape[-2:] != a.shape[-2:] or mask.shape[0] not in (1, a.shape[0]):
+            raise ValueError(
+                f"region {mask.shape} does not match the maps {a.shape}: pass the foreground "
+                "of the samples the maps were computed from (PreparedSample.foreground, S×S)"
+            )
+        mask = np.broadcast_to(mask, a.shape)
+        fused, on_frame = restrict_to_region(fused, mask)
+        rgb, _ = restrict_to_region(rgb, mask)
+        x3d, _ = restrict_to_region(x3d, mask)
     return ScoredMaps(
-        fused=fused.astype(np.float32), rgb=rgb.astype(np.float32), x3d=x3d.astype(np.float32)
+        fused=fused.astype(np.float32), rgb=rgb.astype(np.float32), x3d=x3d.astype(np.float32),
+        on_frame=on_frame,
     )
+
+
+def restrict_to_region(maps: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maps (B,H,W) with every pixel outside ``region`` (bool (B,H,W)) set to the map's
+    minimum inside it: the maximum, the regions above any threshold and a heatmap's hot spots
+    then come from the region only, and the outside reads as the region's calmest value.
+
+    A map whose region is empty (no part found) is kept whole: the frame is scored, and the
+    second value (bool (B,)) says so for that map.
+    """
+    has = region.any(axis=(-2, -1))
+    inside_min = np.where(region, maps, np.inf).min(axis=(-2, -1))
+    keep = region | ~has[:, None, None]
+    out = np.where(keep, maps, inside_min[:, None, None].astype(maps.dtype))
+    return out, ~has
+
+
+def foreground_region(region: str, foreground: np.ndarray | None) -> np.ndarray | None:
+    """The mask `score_maps` takes for a scoring ``region``: None for "frame", the foreground
+    for "part" (which then must be given)."""
+    if region == "frame":
+        return None
+    if region != "part":
+        raise ValueError(f"scoring region {region!r} is not one of {SCORE_REGIONS}")
+    if foreground is None:
+        raise ValueError(
+            "scoring region 'part' needs the samples' foreground (PreparedSample.foreground)"
+        )
+    return np.asarray(foreground, dtype=bool)
 
 
 def image_scores(maps: np.ndarray) -> np.ndarray:
