@@ -2,19 +2,28 @@
 
 `trd-edge calibrate` measures the depth noise (`calibration.geometry.plane_noise`, the residual
 RMS of the flat background). This module turns that RMS into the smallest dent depth the model
-finds, by interpolating **measured detection curves**: image AUROC of geometry-only defects vs
-dent depth (1–5 mm), each measured at one noise level through the stereo camera model
-(edge/datasets/sensors.py) with `scripts/sensor_table.py` (docs/sensor-model.md, "Detection vs dent
-depth"). A dent counts as detectable when its AUROC reaches `TARGET_AUROC`.
+finds, by interpolating **measured detection curves**, each measured at one noise level through
+the stereo camera model (edge/datasets/sensors.py):
 
-How to read the result: the curves come from one part (the synthetic puck, dents 10–15 mm
-across, i.e. about 11–16 px of the 128 px image), the training recipe listed in
-`CURVES_RECIPE` (the README's offline recipe) and one seed. A larger model, more epochs or a different part moves them; a
-station that needs a guarantee measures its own curve with recordings of real defects. The
-lookup is monotone by construction (more noise never sees a smaller dent) and never claims more
-than the quietest measurement saw.
+- `MEASURED` (what `calibrate` uses with a false-alarm target): per station and dent diameter
+  (5, 10, 15, 20 mm, and the generator's own 10–15 mm), the share of dented parts (1–5 mm
+  deep) above the threshold `calibration.threshold.fit_threshold` sets on 200 good parts for
+  FPR 5 %, 1 % and 0.1 %, and the AUROC. A dent is found when that share reaches
+  `TARGET_DETECTION` at the station's target. Measured with `scripts/sensitivity_table.py` on
+  the runs of `scripts/sensor_table.py` (docs/sensor-model.md, "Detection at the false-alarm
+  target by dent depth × diameter", which has the commands and the tables).
+- `CURVES` (with a best-F1 threshold, no FPR target): image AUROC vs dent depth for dents
+  10–15 mm across, 20 good + 20 dented parts ("Detection vs dent depth"); a dent counts as
+  detectable when its AUROC reaches `TARGET_AUROC`.
+
+How to read the result: the curves come from one part (the synthetic puck; 10–15 mm is about
+11–16 px of the 128 px image), the training recipe listed in `CURVES_RECIPE` (the README's
+offline recipe) and one seed (two at 0.28 mm). A larger model, more epochs or a different part
+moves them; a station that needs a guarantee measures its own curve with recordings of real
+defects. The lookup is monotone in noise by construction (more noise never sees a smaller
+dent) and never claims more than the quietest measurement saw; detection is not monotone in the
+diameter, so between two measured diameters the worse one counts.
 """
-
 from __future__ import annotations
 
 import math
@@ -152,6 +161,14 @@ class Measured:
                               tuple(zip(self.depths_mm, values, strict=True)))
 
 
+# Measured (docs/sensor-model.md, "Detection at the false-alarm target by dent depth ×
+# diameter"): the README-recipe runs of the AUROC table, reference preprocessing, puck,
+#   OMP_NUM_THREADS=1 python scripts/sensitivity_table.py --out /tmp/trd17d --runs RUN... \
+#       --depths 1 2 3 4 5 --diameters 5 10 15 20 default --n-good 200 --n-dent 40 \
+#       --fpr 0.05 0.01 0.001 --jsonl sens.jsonl
+# and printed by `... --constants sens.jsonl --runs RUN...` (noise: the model's plane RMS ÷ √N).
+# 200 good parts per threshold (FPR 0.1 % is Gumbel-extrapolated from them), 40 dented parts
+# per cell (steps of 0.025). Update the docs table with it.
 MEASURED: tuple[Measured, ...] = (
     Measured('D435 0.55 m, 16 frames averaged', 0.28, 5.0,
              (1, 2, 3, 4, 5),
