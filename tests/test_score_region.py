@@ -24,7 +24,7 @@ from edge.comms.sinks import make_verdict
 from edge.comms.verdict import ModelRef
 from edge.frames import Frame
 from edge.inspector import Inspector
-from edge.processing.scoring import ScoreStats, image_scores, score_maps
+from edge.processing.scoring import ScoreStats, foreground_region, image_scores, score_maps
 from edge.sources import open_source
 
 CAMERA = "synthetic?size=64&defect_rate=0&seed=1"
@@ -85,6 +85,27 @@ def test_score_maps_region_ignores_the_outside_and_keeps_an_empty_region_whole()
     assert part.on_frame.tolist() == [False, False, True] and whole.on_frame is None
     with pytest.raises(ValueError, match="does not match the maps"):
         score_maps(a, b, STATS, region=region[:, :16])
+
+
+def test_a_hole_through_the_part_is_scored_as_the_part() -> None:
+    """A hole punched through a part is background to the plane fit, yet it is the defect:
+    the part region is the foreground with its enclosed holes filled; a bay open to the frame's
+    edge stays out."""
+    fg = np.zeros((32, 32), bool)
+    fg[6:26, 6:26] = True
+    fg[12:16, 12:16] = False  # a hole through the part
+    fg[0:4, 20:32] = True
+    fg[0, 24:28] = False  # a notch at the frame's edge: open, not enclosed
+    a = np.zeros((1, 32, 32), np.float32)
+    a[0, 13, 13] = 30.0  # the hole's rim and floor light up
+    a[0, 0, 25] = 50.0  # the open notch: background
+    region = foreground_region("part", fg)
+    assert region[12:16, 12:16].all() and not region[0, 24:28].any()
+    assert foreground_region("frame", fg) is None
+    part = score_maps(a, np.zeros_like(a), STATS, region=region)
+    assert image_scores(part.fused)[0] == pytest.approx(score_maps(a, a * 0, STATS).fused[0, 13, 13])
+    with pytest.raises(ValueError, match="foreground"):
+        foreground_region("part", None)
 
 
 # --------------------------------------------------------------------------- the station
