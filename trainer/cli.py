@@ -68,6 +68,8 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"{b:8}" + "".join(f"{_fmt(res[b][k]):>13}" for k in keys))
     for t, m in res["per_defect_type"].items():
         print(f"  defect {t:12} image AUROC {_fmt(m['image_auroc'])}")
+    print(f"  scored on the {res['score_region']} (run.json score_region), threshold "
+          f"{res['threshold']:.4g}")
     if not args.json_out:
         print(json.dumps(res["fused"], indent=2))
     return 0
