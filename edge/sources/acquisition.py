@@ -23,6 +23,7 @@ no filters, one frame (``origin`` says which).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,13 +171,14 @@ class AcquisitionMismatch(ValueError):
     """The station's configuration sets the depth chain differently from the bundle's data."""
 
 
-class ChainDecision(BaseModel):
+@dataclass
+class ChainDecision:
     """What `resolve_station_chain` decided: the options to open the camera with, and the
     lines to log."""
 
     realsense: RealSenseOptions
-    adopted: dict[str, Any] = Field(default_factory=dict)
-    log_lines: list[str] = Field(default_factory=list)
+    adopted: dict[str, Any] = field(default_factory=dict)
+    log_lines: list[str] = field(default_factory=list)
 
 
 def explicit_settings(options: RealSenseOptions, overrides: dict[str, str]) -> set[str]:
@@ -219,8 +221,9 @@ def resolve_station_chain(
     explicit = explicit_settings(options, overrides)
     wanted = chain_settings(bundle_chain.filters, bundle_chain.average_frames)
     station = chain_settings(effective.filters, effective.average_frames)
-    full_wanted = bundle_chain.filters.model_dump() | {"average_frames":
-                                                       bundle_chain.average_frames}
+    full_wanted = bundle_chain.filters.model_dump() | {
+        "average_frames": bundle_chain.average_frames}
+    current = effective.filters.model_dump() | {"average_frames": effective.average_frames}
     # settings the station sets itself and that change the depth differently
     differ = []
     for name in CHAIN_FIELDS:
@@ -231,9 +234,8 @@ def resolve_station_chain(
             continue
         if mine != theirs:
             differ.append((name, theirs, mine))
-    adopted = {n: full_wanted[n] for n in CHAIN_FIELDS if n not in explicit
-               and (full_wanted[n] != (effective.filters.model_dump()
-                                       | {"average_frames": effective.average_frames})[n])}
+    adopted = {n: full_wanted[n] for n in CHAIN_FIELDS
+               if n not in explicit and full_wanted[n] != current[n]}
     filters = effective.filters.model_copy(
         update={k: v for k, v in adopted.items() if k != "average_frames"})
     update: dict[str, Any] = {"filters": filters}
