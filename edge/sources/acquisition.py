@@ -221,8 +221,6 @@ def resolve_station_chain(
     explicit = explicit_settings(options, overrides)
     wanted = chain_settings(bundle_chain.filters, bundle_chain.average_frames)
     station = chain_settings(effective.filters, effective.average_frames)
-    full_wanted = bundle_chain.filters.model_dump() | {
-        "average_frames": bundle_chain.average_frames}
     current = effective.filters.model_dump() | {"average_frames": effective.average_frames}
     # settings the station sets itself and that change the depth differently
     differ = []
@@ -234,8 +232,8 @@ def resolve_station_chain(
             continue
         if mine != theirs:
             differ.append((name, theirs, mine))
-    adopted = {n: full_wanted[n] for n in CHAIN_FIELDS
-               if n not in explicit and full_wanted[n] != current[n]}
+    # (a parameter of a filter the bundle has off does nothing: not adopted)
+    adopted = {n: v for n, v in wanted.items() if n not in explicit and v != current[n]}
     filters = effective.filters.model_copy(
         update={k: v for k, v in adopted.items() if k != "average_frames"})
     update: dict[str, Any] = {"filters": filters}
