@@ -66,7 +66,9 @@ def _write(root: Path, station, category: str, **kw) -> Path:
 
 def _station_name(row: dict) -> str:
     sensor, distance, average = row["station"]
-    name = f"{sensor.upper()} {distance:g} m, " + (
+    # (rows before the category was recorded: the run's name, run-CATEGORY-...)
+    category = row.get("category") or Path(row["run"]).name.split("-")[1]
+    name = ("" if category == "puck" else f"{category}: ") + f"{sensor.upper()} {distance:g} m, " + (
         f"{average} frames averaged" if average > 1 else "1 frame")
     if row["depth_smoothing"]:
         name += f", smoothing {row['depth_smoothing']:g} px"
@@ -213,7 +215,8 @@ def main() -> None:
                 if a.jsonl:
                     with a.jsonl.open("a") as fh:
                         fh.write(json.dumps({
-                            "run": str(run_dir), "station": [sensor, distance, average],
+                            "run": str(run_dir), "category": cat,
+                            "station": [sensor, distance, average],
                             "seed": seed, "preprocess": pre.pipeline,
                             "depth_smoothing": pre.depth_smoothing, "diameter_mm": w,
                             "depth_mm": d, "n_good": len(good), "n_dent": len(dent),
