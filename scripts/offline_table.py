@@ -8,7 +8,9 @@ fused I-AUROC, P-AUROC, AUPRO@0.3, training seconds). Rows are also appended to 
 
 With ``--teacher offline`` and no ``--align`` / ``--sobel-ksize`` this is `trd-edge train
 --teacher-weights offline` without expert flags: both are chosen from the good training images
-(trainer/choices.py) and the row shows what was chosen. About 4–8 min per row on two CPU cores
+(trainer/choices.py) and the row shows what was chosen; the score region is `trd-edge train`'s
+default too (part for the working pipeline, frame for reference; ``--score-region`` overrides;
+a run already in ``--out`` keeps its recorded one). About 4–8 min per row on two CPU cores
 at 128 px (60 training images, 20 epochs).
 """
 
@@ -41,14 +43,16 @@ def main() -> None:
     p.add_argument("--sobel-ksize", type=int, default=None,
                    help="default: chosen from the data with the offline teacher, else per category")
     p.add_argument("--preprocess", default="working", choices=["working", "reference"])
+    p.add_argument("--score-region", default=None, choices=["frame", "part"],
+                   help="where image scores are taken (default: trd-edge train's)")
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size)")
     p.add_argument("--jsonl", type=Path, default=None)
     a = p.parse_args()
 
     print("| teacher | align | preprocess | Sobel | category | seed | colour | geometry | both | "
-          "fused I-AUROC | P-AUROC | AUPRO@0.3 | train s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "fused I-AUROC | P-AUROC | AUPRO@0.3 | train s | scored on |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     data_size = a.data_size or a.image_size
     for seed in a.seeds:
         data = a.out / f"data-{data_size}-n{a.n_train}-s{seed}"
@@ -65,7 +69,7 @@ def main() -> None:
                 image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
-                choose_from_data=a.teacher == "offline",
+                choose_from_data=a.teacher == "offline", score_region=a.score_region,
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)
@@ -78,7 +82,8 @@ def main() -> None:
                   f"{done.preprocess.sobel_ksize} | "
                   f"{cat} | {seed} | {per['color']:.3f} | "
                   f"{per['geometry']:.3f} | {per['both']:.3f} | {f['image_auroc']:.3f} | "
-                  f"{f['pixel_auroc']:.2f} | {f['aupro@0.3']:.2f} | {seconds:.0f} |", flush=True)
+                  f"{f['pixel_auroc']:.2f} | {f['aupro@0.3']:.2f} | {seconds:.0f} | "
+                  f"{res['score_region']} |", flush=True)
             if a.jsonl:
                 with a.jsonl.open("a") as fh:
                     fh.write(json.dumps({"config": done.config.model_dump(), "train_s": seconds,
