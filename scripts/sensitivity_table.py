@@ -161,6 +161,9 @@ def main() -> None:
     p.add_argument("--n-good", type=int, default=120, help="good parts for the threshold")
     p.add_argument("--n-dent", type=int, default=20, help="dented parts per depth × diameter")
     p.add_argument("--fpr", nargs="+", type=float, default=[0.05, 0.01])
+    p.add_argument("--stats", choices=["validation", "good"], default="validation",
+                   help="score statistics from the run's validation split (trd-edge eval), or "
+                   "refitted on the good parts like trd-edge calibrate does")
     p.add_argument("--jsonl", type=Path, default=None)
     p.add_argument("--constants", type=Path, default=None, metavar="ROWS.jsonl",
                    help="print calibration.sensitivity.MEASURED from these rows of --runs")
@@ -188,8 +191,13 @@ def main() -> None:
                                                            shuffle=False))
         good_root = _write(a.out / f"data-{tag}-good{a.n_good}", station, cat,
                            n_test_good=a.n_good, n_test_per_defect={})
-        good = score_samples(run.model, list_samples(good_root, cat, "test"), pre,
-                             calibration.stats).scores["fused"]
+        goods = list_samples(good_root, cat, "test")
+        if a.stats == "good":  # as calibrate: statistics and threshold from the same good parts
+            calibration = calibrate_on(run.model, make_loader(goods, cfg=pre, batch_size=8,
+                                                               shuffle=False))
+            good = np.asarray(calibration.validation_image_scores)
+        else:
+            good = score_samples(run.model, goods, pre, calibration.stats).scores["fused"]
         fits = {f: fit_threshold(good, f) for f in a.fpr}
         print(f"\n{run_dir.name}: {len(good)} good parts; thresholds "
               + ", ".join(f"FPR {f:g}: {fit.threshold:.3f} ({fit.method}, r={fit.rank})"
@@ -220,6 +228,7 @@ def main() -> None:
                             "seed": seed, "preprocess": pre.pipeline,
                             "depth_smoothing": pre.depth_smoothing, "diameter_mm": w,
                             "depth_mm": d, "n_good": len(good), "n_dent": len(dent),
+                            "stats": a.stats,
                             "auroc": auroc, "auroc_first20_good": auroc20,
                             "detected": {str(f): v for f, v in det.items()},
                             "thresholds": {str(f): fit.threshold for f, fit in fits.items()},
