@@ -186,18 +186,20 @@ def main() -> None:
         tag = f"{sensor}-{distance:g}-x{average}-{size}-s{seed}"
         run = load_run(run_dir)
         pre = run.info.preprocess
+        region = run.info.config.score_region or "frame"  # where eval and the station score
         val = list_samples(data_root, cat, "validation")
         calibration = calibrate_on(run.model, make_loader(val, cfg=pre, batch_size=8,
-                                                           shuffle=False))
+                                                           shuffle=False), region=region)
         good_root = _write(a.out / f"data-{tag}-good{a.n_good}", station, cat,
                            n_test_good=a.n_good, n_test_per_defect={})
         goods = list_samples(good_root, cat, "test")
         if a.stats == "good":  # as calibrate: statistics and threshold from the same good parts
             calibration = calibrate_on(run.model, make_loader(goods, cfg=pre, batch_size=8,
-                                                               shuffle=False))
+                                                               shuffle=False), region=region)
             good = np.asarray(calibration.validation_image_scores)
         else:
-            good = score_samples(run.model, goods, pre, calibration.stats).scores["fused"]
+            good = score_samples(run.model, goods, pre, calibration.stats,
+                                 region=region).scores["fused"]
         fits = {f: fit_threshold(good, f) for f in a.fpr}
         print(f"\n{run_dir.name}: {len(good)} good parts; thresholds "
               + ", ".join(f"FPR {f:g}: {fit.threshold:.3f} ({fit.method}, r={fit.rank})"
@@ -213,7 +215,7 @@ def main() -> None:
                               n_test_per_defect={"geometry": a.n_dent},
                               dent_depth=(d / 1e3, d / 1e3), dent_diameter=diameter)
                 dent = score_samples(run.model, list_samples(root, cat, "test"), pre,
-                                     calibration.stats).scores["fused"]
+                                     calibration.stats, region=region).scores["fused"]
                 y = np.r_[np.zeros(len(good)), np.ones(len(dent))]
                 auroc = image_auroc(np.r_[good, dent], y)
                 auroc20 = image_auroc(np.r_[good[:20], dent], y[len(good) - 20:])
@@ -228,7 +230,7 @@ def main() -> None:
                             "seed": seed, "preprocess": pre.pipeline,
                             "depth_smoothing": pre.depth_smoothing, "diameter_mm": w,
                             "depth_mm": d, "n_good": len(good), "n_dent": len(dent),
-                            "stats": a.stats,
+                            "stats": a.stats, "score_region": region,
                             "auroc": auroc, "auroc_first20_good": auroc20,
                             "detected": {str(f): v for f, v in det.items()},
                             "thresholds": {str(f): fit.threshold for f, fit in fits.items()},
