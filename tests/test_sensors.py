@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 
 from calibration.geometry import plane_noise
-from edge.datasets.sensors import SENSORS, StereoSensor, get_sensor
+from edge.datasets.sensors import (
+    MAX_STATION_FRAMES,
+    SENSORS,
+    STATION_NOISE_GOAL_M,
+    StereoSensor,
+    get_sensor,
+    station_average_frames,
+)
 from edge.datasets.synthetic import (
     DEFECT_TYPES,
     SceneGenerator,
@@ -315,3 +322,40 @@ def test_a_data_set_of_one_defect_type_has_the_same_images(tmp_path: Path) -> No
         assert f.read_bytes() == (tmp_path / "geo" / rel).read_bytes()
     with pytest.raises(ValueError, match="unknown defect types"):
         write_dataset(tmp_path / "bad", n_test_per_defect={"dent": 1}, **kw)
+
+
+def test_station_average_frames_follows_the_noise() -> None:
+    d435, d405 = SENSORS["d435"], SENSORS["d405"]
+    assert station_average_frames(d435, 0.55) == 32  # 1.12 mm → 0.20 mm
+    assert station_average_frames(d405, 0.2) == 2  # 0.27 mm
+    assert station_average_frames(d405, 0.125) == 1  # already 0.11 mm
+    assert station_average_frames(d435, 0.35) == 8
+    assert station_average_frames(d435, 1.5) == MAX_STATION_FRAMES  # capped, however noisy
+    for spec, z in ((d435, 0.55), (d405, 0.2), (d435, 0.35)):
+        n = station_average_frames(spec, z)
+        assert spec.plane_rms(z) / n**0.5 <= STATION_NOISE_GOAL_M  # the goal is met
+        if n > 1:  # and half as many frames would not meet it
+            assert spec.plane_rms(z) / (n / 2) ** 0.5 > STATION_NOISE_GOAL_M
+
+
+def test_synth_writes_the_station_default_averaging(tmp_path: Path, capsys) -> None:
+    """Without --average-frames a camera's data is what its default station records."""
+    parser = add_synth_arguments(argparse.ArgumentParser())
+    common = ["--categories", "puck,bracket", "--image-size", "32", "--n-train", "1",
+              "--n-validation", "0", "--n-test-good", "0", "--n-test-per-defect", "0"]
+    args = parser.parse_args(["--out", str(tmp_path / "a"), *common, "--sensor", "d435",
+                              "--distance", "puck=0.55,bracket=0.35"])
+    args.progress = False
+    assert run_synth(args) == 0
+    frames = {c: json.loads((tmp_path / f"a/{c}/calibration/sensor.json").read_text())
+              ["average_frames"] for c in ("puck", "bracket")}
+    assert frames == {"puck": 32, "bracket": 8}  # per category, from its own distance
+    acq = json.loads((tmp_path / "a/puck/calibration/acquisition.json").read_text())
+    assert acq["average_frames"] == 32  # the bundle will record it, the station repeat it
+    assert "mean of 32 still frames (0.20 mm, the station default)" in capsys.readouterr().out
+    args = parser.parse_args(["--out", str(tmp_path / "b"), *common, "--sensor", "d435",
+                              "--distance", "0.55", "--average-frames", "1"])
+    args.progress = False
+    assert run_synth(args) == 0  # a flag still says what the station does
+    assert json.loads((tmp_path / "b/puck/calibration/sensor.json").read_text())[
+        "average_frames"] == 1
