@@ -936,9 +936,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         help="with --sensor: pass every capture through librealsense's own filters, as a "
         "station with camera.realsense.filters does: spatial[=ALPHA:DELTA], "
         "temporal[=ALPHA:DELTA], hole_filling[=MODE], comma-separated (e.g. "
-        "spatial,temporal,hole_filling=1); the temporal filter sees "
-        f"{TEMPORAL_STILL_FRAMES} still frames per part (or --average-frames N). Needs "
-        "pyrealsense2",
+        "spatial,temporal,hole_filling=1); each of the part's averaged frames is filtered, "
+        f"and with --average-frames 1 the temporal filter sees {TEMPORAL_STILL_FRAMES} still "
+        "frames per part (the last is the sample). Needs pyrealsense2",
     )
     parser.add_argument(
         "--subpixel",
