@@ -23,6 +23,7 @@ no filters, one frame (``origin`` says which).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,6 +48,8 @@ __all__ = [
     "station_options",
     "write_acquisition",
 ]
+
+log = logging.getLogger(__name__)
 
 ACQUISITION_FILE = "acquisition.json"
 ACQUISITION_SCHEMA = "1.0"
@@ -351,11 +354,8 @@ def station_options(options: Any, spec: str, chain: Acquisition | None,
     other sources deliver their frames as they are: nothing is checked, one line is logged
     when the bundle's data was filtered or averaged. Returns ``options`` or an updated copy.
     """
-    import logging
-
     from edge.sources import parse_spec
 
-    log = logging.getLogger("edge.sources.acquisition")
     kind, _, overrides = parse_spec(spec)
     if chain is None:
         return options
