@@ -820,27 +820,23 @@ def _sensor_record(gen: SceneGenerator) -> dict:
     }
 
 
-def _parse_dent_depth(text: str) -> tuple[float, float]:
-    """``3`` or ``1,5`` (mm) → metres."""
-    try:
-        vals = [float(v) / 1000.0 for v in text.split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) not in (1, 2) or not 0 < vals[0] <= vals[-1]:
-        raise argparse.ArgumentTypeError(f"--dent-depth takes MM or MIN,MAX in mm, got {text!r}")
-    return vals[0], vals[-1]
+def _mm_range(flag: str):
+    """An argparse type for ``3`` or ``1,5`` (mm) → (min, max) metres, named by ``flag``."""
+
+    def parse(text: str) -> tuple[float, float]:
+        try:
+            vals = [float(v) / 1000.0 for v in text.split(",")]
+        except ValueError:
+            vals = []
+        if len(vals) not in (1, 2) or not 0 < vals[0] <= vals[-1]:
+            raise argparse.ArgumentTypeError(f"{flag} takes MM or MIN,MAX in mm, got {text!r}")
+        return vals[0], vals[-1]
+
+    return parse
 
 
-def _parse_dent_diameter(text: str) -> tuple[float, float]:
-    """``10`` or ``5,20`` (mm) → metres."""
-    try:
-        vals = [float(v) / 1000.0 for v in text.split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) not in (1, 2) or not 0 < vals[0] <= vals[-1]:
-        raise argparse.ArgumentTypeError(
-            f"--dent-diameter takes MM or MIN,MAX in mm, got {text!r}")
-    return vals[0], vals[-1]
+_parse_dent_depth = _mm_range("--dent-depth")
+_parse_dent_diameter = _mm_range("--dent-diameter")
 
 
 def _parse_distance(text: str) -> float | dict[str, float]:
