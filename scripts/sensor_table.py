@@ -49,7 +49,7 @@ def _station(text: str) -> tuple[str, float, int, FilterOptions]:
 def _data(out: Path, sensor: str, distance: float, average: int, args, depth: float | None,
           filters: FilterOptions | None = None):
     ftag = filter_tag(filters) if filters is not None else ""
-    tag = f"{sensor}-{distance:g}-x{average}" + (f"-{ftag}" if ftag else "") + (
+    tag = f"{sensor}-{distance:g}-x{average}" + (f"-{ftag}" if ftag else "") + _utag(args) + (
         f"-{args.data_size}-s{args.seed}") + (
         f"-n{args.n_train}" if args.n_train != 60 and depth is None else "")
     # (a dent set has no training split, and a seed's test scenes do not depend on n_train)
@@ -59,12 +59,17 @@ def _data(out: Path, sensor: str, distance: float, average: int, args, depth: fl
         write_dataset(
             root, categories=missing, image_size=args.data_size,
             n_train=args.n_train if depth is None else 0, n_validation=12, n_test_good=20,
-            n_test_per_defect=20, seed=args.seed, progress=False, sensor=sensor,
+            n_test_per_defect=20, seed=args.seed, progress=False,
+            sensor=get_sensor(sensor, depth_unit_m=args.depth_unit),
             distance=distance, average_frames=average,
             dent_depth=(0.002, 0.004) if depth is None else (depth / 1e3, depth / 1e3),
             filters=filters,
         )
     return root
+
+
+def _utag(args) -> str:
+    return f"-u{args.depth_unit:g}" if args.depth_unit else ""
 
 
 def main() -> None:
@@ -82,6 +87,8 @@ def main() -> None:
     p.add_argument("--depth-smoothing", type=float, default=0.0,
                    help="σ (model px) of the height smoothing before the 3D image (0 = off)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth-unit", type=float, default=None,
+                   help="the camera's depth unit in m (default: the sensor's, 1 mm for a D435)")
     p.add_argument("--preprocess", default="reference", choices=["reference", "working"],
                    help="training preprocessing (the tables before 2026-12-03 used reference; "
                    "`trd-edge train` defaults to working)")
@@ -93,14 +100,14 @@ def main() -> None:
           "fused | P-AUROC | train s |")
     print("|---" * (9 + len(a.depths)) + "|")
     for sensor, distance, average, filters in a.stations:
-        spec = get_sensor(sensor)
+        spec = get_sensor(sensor, depth_unit_m=a.depth_unit)
         rms = spec.plane_rms(distance) / average**0.5 if spec is not None else 0.00015
         data = _data(a.out, sensor, distance, average, a, None, filters)
         ftag = filter_tag(filters)
         for cat in a.categories:
             sm = f"-sm{a.depth_smoothing:g}" if a.depth_smoothing > 0 else ""
             run = a.out / (f"run-{cat}-{sensor}-{distance:g}-x{average}"
-                           + (f"-{ftag}" if ftag else "") + f"-{a.image_size}-"
+                           + (f"-{ftag}" if ftag else "") + _utag(a) + f"-{a.image_size}-"
                            f"{a.modality}{sm}-e{a.epochs}-n{a.n_train}"
                            + (f"-s{a.seed}" if a.seed else "")
                            + ("-wk" if a.preprocess == "working" else ""))
@@ -125,6 +132,7 @@ def main() -> None:
             cols = " | ".join(f"{by_depth[d]:.2f}" for d in a.depths)
             name = (f"{sensor} {distance:g} m" + (f" ×{average}" if average > 1 else "")
                     + (f" {ftag}" if ftag else "")
+                    + (f" unit {a.depth_unit * 1e3:g} mm" if a.depth_unit else "")
                     + (f" {a.modality}" if a.modality != "normal" else "")
                     + (f" smooth σ={a.depth_smoothing:g}" if a.depth_smoothing > 0 else "")
                     + (" working" if a.preprocess == "working" else ""))
