@@ -57,6 +57,15 @@ def test_curves_of_the_same_noise_are_averaged_before_the_lookup() -> None:
     assert d == pytest.approx(2.0)
 
 
+def test_a_noisier_curve_never_claims_a_shallower_dent() -> None:
+    quiet = DetectionCurve("q", 0.20, ((1, 0.5), (2, 0.80), (3, 0.96)))
+    noisy = DetectionCurve("n", 0.40, ((1, 0.5), (2, 0.96), (3, 1.00)))  # a lucky seed
+    assert noisy.smallest_depth_mm() < quiet.smallest_depth_mm()
+    for noise in (0.28e-3, 0.40e-3, 0.8e-3):  # the quieter curve's depth holds from there on
+        d, _ = smallest_detectable_dent(noise, curves=(noisy, quiet))
+        assert d == pytest.approx(quiet.smallest_depth_mm())
+
+
 def test_the_lookup_reproduces_the_measured_curves_and_is_monotone() -> None:
     for c in pooled(CURVES):
         own = c.smallest_depth_mm()
@@ -67,6 +76,32 @@ def test_the_lookup_reproduces_the_measured_curves_and_is_monotone() -> None:
     depths = [_depth(n) for n in noises]
     assert all(b >= a for a, b in zip(depths, depths[1:], strict=False))
     assert depths[0] < np.inf and depths[-1] == np.inf  # quiet: something; very noisy: nothing
+
+
+def test_the_default_stations_read_the_products_curves() -> None:
+    """The default stations (`--preprocess working`, D435 ×32 at 0.20 mm, D405 ×2 smoothed at
+    0.19 mm) read their own curves, every pooled level is one preprocessing, and no station
+    (seed) is counted twice in a level."""
+    families = [pooled(CURVES)] + [
+        pooled(tuple(m.curve(f) for m in MEASURED if m.diameter_mm == w))
+        for f in (None, *MEASURED_FPRS) for w in (None, *MEASURED_DIAMETERS_MM)]
+    for levels in families:
+        for c in levels:
+            parts = c.station.split(" + ")
+            assert len(set(parts)) == len(parts), c.station
+            recipes = {"working" if "working preprocessing" in p else "reference" for p in parts}
+            assert len(recipes) == 1, c.station
+            assert all(("working preprocessing" in p) != ("reference preprocessing" in p)
+                       for p in parts), c.station
+    for noise in (0.19e-3, 0.20e-3):
+        for _, basis in (smallest_detectable_dent(noise), smallest_detected_dent(noise, 0.001)[:2],
+                         smallest_detected_dent(noise, 0.01, 15.0)[:2]):
+            assert "32 frames averaged, working preprocessing, seed 2" in basis
+            assert "2 frames averaged, smoothing 3 px, working preprocessing" in basis
+            assert "reference" not in basis
+    basis = smallest_detected_dent(0.28e-3, 0.001)[1]
+    assert "16 frames averaged, working preprocessing, seed 2" in basis
+    assert "reference" not in basis
 
 
 def test_the_warning_names_the_fix_only_when_the_defect_is_hidden() -> None:
@@ -169,7 +204,7 @@ def test_the_false_alarm_target_and_diameter_reach_the_report_and_warning() -> N
     assert args.expected_dent_diameter_mm == 8.0
 
 
-def _record(path: Path, sensor: str, distance: float, average: int = 1, n: int = 24) -> None:
+def _record(path: Path, sensor: str, distance: float, average: int = 1, n: int = 32) -> None:
     """A software-device recording of ``n`` good parts through the camera model, each part
     still for ``average`` frames (the station averages them: ``?average_frames=N``). More
     parts than calibrate uses: a playback may lose its first framesets (realsense.py)."""
