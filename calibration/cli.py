@@ -333,6 +333,7 @@ def calibrate(
         method=method_str,
         statement=statement,
         stats=stats.model_dump(),
+        region=inspector.region,
         previous_threshold=prev_thr,
         previous_method=prev_method,
         previous_scores=prev_scores,

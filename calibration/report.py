@@ -28,6 +28,7 @@ class CalibrationSummary:
     method: str
     statement: str
     stats: dict
+    region: str = "frame"  # where image scores were taken (the bundle's scoring.region)
     previous_threshold: float | None = None
     previous_method: str | None = None
     previous_scores: np.ndarray | None = None  # the same frames under the previous statistics
@@ -143,6 +144,8 @@ def text_report(summary: CalibrationSummary) -> str:
         ),
         f"  statistics  rgb mean {st['rgb_mean']:.4g} std {st['rgb_std']:.4g}; "
         f"3d mean {st['x3d_mean']:.4g} std {st['x3d_std']:.4g}",
+        f"  scored on   the {'part' if summary.region == 'part' else 'whole frame'} "
+        f"(scoring.region {summary.region}, the bundle's, as the station scores)",
         f"  good scores p50 {q[0]:.3f}  p90 {q[1]:.3f}  p99 {q[2]:.3f}  max {s.max():.3f}",
         f"  threshold   {summary.threshold:.4f} ({summary.method}); "
         f"{summary.fpr_on_frames:.2%} of the calibration frames above it",

@@ -165,6 +165,8 @@ def test_calibrate_fits_on_the_scores_the_station_computes(tmp_path: Path, regio
     res = calibrate(b, CAMERA, 30, target_fpr=0.1)
     station = _inspector(b)
     assert station.region == region and station.threshold == pytest.approx(res.threshold)
+    report = (b / "calibration" / "report.txt").read_text()  # the report says where it scored
+    assert f"scored on   the {'part' if region == 'part' else 'whole frame'}" in report
     frames = _frames(30)
     ours = np.array([station.inspect(f).image_score for f in frames])
     np.testing.assert_allclose(res.scores, ours, rtol=1e-5, atol=1e-5)
