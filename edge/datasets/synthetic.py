@@ -969,7 +969,13 @@ def run_synth(args: argparse.Namespace) -> int:
             )
         if given is not None and given < 1:
             raise ValueError(f"--average-frames must be at least 1, got {given}")
-        averages = {c: _station_frames(spec, distance, c, args.image_size, given) for c in cats}
+        # each category's camera distance, read once (its default station depends on it)
+        d0s = {c: SceneGenerator(c, args.image_size, sensor=spec,
+                                 distance=_distance_for(distance, c))._station[0]
+               for c in cats} if spec is not None else {}
+        averages = {c: given if given is not None
+                    else station_average_frames(spec, d0s[c]) if spec is not None else 1
+                    for c in cats}
         for average in sorted(set(averages.values())):  # (categories have their own seeds)
             _write_group(args, [c for c in cats if averages[c] == average], spec, distance,
                          average)
@@ -977,10 +983,7 @@ def run_synth(args: argparse.Namespace) -> int:
         print(f"trd-edge synth: {exc}")
         return 2
     print(f"wrote synthetic data set for {', '.join(cats)} to {args.out}")
-    for cat in cats if spec is not None else ():
-        station = SceneGenerator(cat, args.image_size, sensor=spec,
-                                 distance=_distance_for(distance, cat))
-        d0 = station._station[0]
+    for cat, d0 in d0s.items():
         lo, hi = spec.ideal_range_m
         note = "" if lo <= d0 <= hi else f" (outside the {spec.name}'s ideal {lo}-{hi} m)"
         n = averages[cat]
@@ -990,17 +993,6 @@ def run_synth(args: argparse.Namespace) -> int:
               f"{float(spec.depth_rms(d0)) * 1e3:.2f} mm, unit {spec.depth_unit_m * 1e3:g} mm"
               + mean)
     return 0
-
-
-def _station_frames(spec: SensorSpec | None, distance, category: str, image_size: int,
-                    given: int | None) -> int:
-    """Frames averaged per part: ``--average-frames`` when given, else the camera's station
-    default at the category's distance (`edge.datasets.sensors.station_average_frames`)."""
-    if given is not None or spec is None:
-        return given or 1
-    d0 = SceneGenerator(category, image_size, sensor=spec,
-                        distance=_distance_for(distance, category))._station[0]
-    return station_average_frames(spec, d0)
 
 
 def _write_group(args: argparse.Namespace, cats: list[str], spec: SensorSpec | None, distance,
