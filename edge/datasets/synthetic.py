@@ -125,6 +125,11 @@ def _sample_texture(tex: np.ndarray, lu: np.ndarray, lv: np.ndarray, extent: flo
     return cv2.remap(tex, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def _printed(base: np.ndarray, ink: np.ndarray, cover: np.ndarray) -> np.ndarray:
+    """Albedo of a print: ``ink`` (RGB) laid over ``base`` (H×W×3) with coverage ``cover`` (H×W)."""
+    return base * (1 - cover[..., None]) + ink[None, None, :] * cover[..., None]
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3.0 - 2.0 * x)
@@ -414,7 +419,7 @@ class SceneGenerator:
         colour = np.array([0.80, 0.74, 0.58]) * rng.uniform(0.92, 1.08, size=3)
         ink = np.array([0.12, 0.14, 0.30]) * rng.uniform(0.9, 1.1, size=3)
         base = colour[None, None, :] * (1 + 0.05 * tex_noise[..., None])
-        albedo = base * (1 - line[..., None]) + ink[None, None, :] * line[..., None]
+        albedo = _printed(base, ink, line)
         bg = np.array([0.30, 0.30, 0.32]) * rng.uniform(0.9, 1.1, size=3)
         return height, h, albedo, bg
 
@@ -467,7 +472,7 @@ class SceneGenerator:
         colour = np.array([0.86, 0.86, 0.82]) * rng.uniform(0.95, 1.05, size=3)
         ink = np.array([0.60, 0.12, 0.10]) * rng.uniform(0.9, 1.1, size=3)
         base = colour[None, None, :] * (1 + 0.04 * tex_noise[..., None])
-        albedo = base * (1 - arrow[..., None]) + ink[None, None, :] * arrow[..., None]
+        albedo = _printed(base, ink, arrow)
         bg = np.array([0.25, 0.27, 0.33]) * rng.uniform(0.9, 1.1, size=3)
         return height, h, albedo, bg
 
