@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def main() -> int:
     ap.add_argument("--align", default="principal-axis")
     ap.add_argument("--out", default=None, help="keep recordings, bundles and JSON here")
     ap.add_argument("--cameras", default=",".join(CAMERAS))
+    ap.add_argument("--part-region", action="store_true",
+                    help="also bench the working bundle scoring on the part only "
+                    "(scoring.region part, the default of newly trained working bundles)")
     args = ap.parse_args()
 
     from edge.commands.bench import add_bench_args, run_bench
@@ -48,6 +52,13 @@ def main() -> int:
             model, work / f"bundle-{pipeline}", args.size, "resnet18", modality="normal",
             pipeline=pipeline, align=args.align,
         )
+    if args.part_region:  # the same graphs, the manifest's scoring region switched
+        part = work / "bundle-working-part"
+        shutil.copytree(bundles["working"], part, dirs_exist_ok=True)
+        manifest = json.loads((part / "manifest.json").read_text())
+        manifest["scoring"]["region"] = "part"
+        (part / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        bundles["working, part"] = part
     rows = []
     for name in args.cameras.split(","):
         depth_size, color_size = CAMERAS[name]
@@ -56,7 +67,7 @@ def main() -> int:
             write_camera_recording(rec, "puck", args.frames + args.warmup + 2, depth_size,
                                    color_size, scene_size=512, seed=1)
         for pipeline, bundle in bundles.items():
-            out = work / f"bench-{name}-{pipeline}.json"
+            out = work / f"bench-{name}-{pipeline.replace(', ', '-')}.json"
             parser = argparse.ArgumentParser()
             add_bench_args(parser)
             run_bench(parser.parse_args([
