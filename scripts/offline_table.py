@@ -32,7 +32,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="data and runs go here")
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--image-size", type=int, default=192,
+                   help="model input side (default: trd-edge train's with the offline teacher)")
     p.add_argument("--n-train", type=int, default=60)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
@@ -45,6 +46,8 @@ def main() -> None:
     p.add_argument("--preprocess", default="working", choices=["working", "reference"])
     p.add_argument("--score-region", default=None, choices=["frame", "part"],
                    help="where image scores are taken (default: trd-edge train's)")
+    p.add_argument("--fill-dropouts", default=None, choices=["on", "off"],
+                   help="fill the part's depth dropouts (default: trd-edge train's, on for working)")
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size)")
     p.add_argument("--jsonl", type=Path, default=None)
@@ -70,6 +73,7 @@ def main() -> None:
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,
+                fill_dropouts=None if a.fill_dropouts is None else a.fill_dropouts == "on",
             )
             t0 = time.perf_counter()
             train(cfg, run, progress=False)

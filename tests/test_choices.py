@@ -85,7 +85,7 @@ def test_offline_train_without_flags_is_the_offline_recipe():
     (docs/any-shape.md), alignment and aperture left to the data; flags still win; other
     teachers keep the old defaults."""
     cfg = _cli_config("--teacher-weights", "offline")
-    assert (cfg.backbone, cfg.image_size, cfg.batch_size, cfg.epochs) == ("resnet18", 128, 8, 20)
+    assert (cfg.backbone, cfg.image_size, cfg.batch_size, cfg.epochs) == ("resnet18", 192, 8, 20)
     assert cfg.choose_from_data and cfg.align is None and cfg.sobel_ksize is None
     cfg = _cli_config("--teacher-weights", "offline", "--align", "none", "--sobel-ksize", "5",
                       "--image-size", "96")

@@ -16,7 +16,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     # alignment and Sobel aperture chosen from the good training images; flags override.
     offline = args.teacher_weights == "offline"
     backbone = args.backbone or ("resnet18" if offline else "wide_resnet50_2")
-    image_size = args.image_size or (128 if offline else 256)
+    image_size = args.image_size or (192 if offline else 256)
     batch_size = args.batch_size or (8 if offline else 16)
     epochs = args.epochs or (20 if offline else None)
     return TrainConfig(
@@ -42,6 +42,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         roi=getattr(args, "roi", None),
         rgb_resize=getattr(args, "rgb_resize", "area"),
         score_region=getattr(args, "score_region", None),
+        fill_dropouts=None,
     )
 
 

@@ -103,6 +103,12 @@ class TrainConfig(BaseModel):
     rgb_resize: Literal["area", "pil-bilinear"] = Field(
         "area", description="reference pipeline's RGB/mask resize (PreprocessConfig.rgb_resize)"
     )
+    # Runs recorded before it have no key: no dropout fill.
+    fill_dropouts: bool | None = Field(
+        False, description="fill the part's depth dropouts before the 3D image "
+        "(PreprocessConfig.fill_dropouts; working pipeline only); None: on for the working "
+        "pipeline (trainer.train.resolve_fill_dropouts)",
+    )
     # Runs recorded before it have no key: they scored the whole frame.
     score_region: Literal["frame", "part"] | None = Field(
         "frame", description="where the image score is taken (edge.processing.scoring): frame = "

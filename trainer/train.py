@@ -58,6 +58,7 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
         align=cfg.align or "none",
         pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
         depth_smoothing=cfg.depth_smoothing or 0.0,
+        fill_dropouts=bool(cfg.fill_dropouts) and cfg.preprocess == "working",
     )
 
 
@@ -161,6 +162,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
         raise ValueError(f"--image-size {cfg.image_size} is not a multiple of 32 (try 256)")
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
+    cfg = resolve_fill_dropouts(cfg, Path(out))  # before the choices: they see its inputs
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
@@ -201,6 +203,23 @@ def resolve_score_region(cfg: TrainConfig, kind: str, out: Path | None = None) -
         region, why = "part", "the working pipeline's foreground is the part"
     print(f"score region: {region} ({why}; --score-region overrides)", flush=True)
     return cfg.model_copy(update={"score_region": region})
+
+
+def resolve_fill_dropouts(cfg: TrainConfig, out: Path | None = None) -> TrainConfig:
+    """``cfg`` with ``fill_dropouts`` filled in when None: a run being resumed keeps its
+    recorded one (a run.json without it: off); else on for the working pipeline, whose 3D image
+    would otherwise see a depth dropout inside the part as a pit (docs/any-shape.md), off for
+    the reference pipeline (the authors' preprocessing)."""
+    if cfg.fill_dropouts is not None:
+        return cfg
+    if out is not None and (out / RUN_FILE).is_file():
+        fill, why = bool(read_run_info(out).config.fill_dropouts), "the resumed run's"
+    else:
+        fill = cfg.preprocess == "working"
+        why = "working pipeline" if fill else "the reference pipeline keeps the authors' 3D image"
+    print(f"depth dropouts inside the part: {'filled' if fill else 'left as they are'} ({why})",
+          flush=True)
+    return cfg.model_copy(update={"fill_dropouts": fill})
 
 
 def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:

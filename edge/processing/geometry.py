@@ -18,6 +18,7 @@ __all__ = [
     "Plane",
     "check_xyz",
     "depth_to_xyz",
+    "fill_dropouts",
     "fill_holes",
     "fit_background_plane",
     "foreground_mask",
@@ -172,6 +173,42 @@ def fill_holes(img: np.ndarray, iterations: int = 2) -> np.ndarray:
         count = cv2.filter2D(positive, -1, kernel, borderType=cv2.BORDER_CONSTANT)
         filled = total / (count + _EPS_COUNT)
         out = np.where(out == 0, filled, out).astype(np.float32)
+    return out
+
+
+# Widths (pixels) of the normalised convolutions `fill_dropouts` tries, smallest first: each
+# pass fills the holes its neighbourhood reaches; 16 px covers any dropout a closed mask keeps.
+_DROPOUT_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def fill_dropouts(z: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Heights ``z`` (H×W, 0 = no return) with every pixel of ``part`` that has no return
+    filled from the part's valid pixels around it.
+
+    A stereo camera loses depth in small patches (specular spots, texture-less cells); the
+    foreground mask closes over them, but a 0 inside the part reaches the Sobel normals as a
+    pit many millimetres deep, which the 3D branch scores as a defect (docs/any-shape.md: one
+    dropout on a good block outscored every colour stain). Each pass is a normalised
+    convolution ``G*(z·v) / G*v`` over valid part pixels ``v`` with a wider Gaussian than the
+    last, so small holes take their nearest neighbours' heights and large ones a smooth
+    blend; the background never leaks in. Pixels outside ``part`` are unchanged. float32.
+    """
+    z = np.asarray(z, dtype=np.float32)
+    valid = z != 0
+    holes = np.asarray(part, dtype=bool) & ~valid
+    if not holes.any():
+        return z
+    out = z.copy()
+    v = (valid & part).astype(np.float32)
+    for sigma in _DROPOUT_SIGMAS:
+        num = cv2.GaussianBlur(out * v, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        den = cv2.GaussianBlur(v, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+        reached = holes & (den > 1e-3)
+        out[reached] = num[reached] / den[reached]
+        holes &= ~reached
+        if not holes.any():
+            break
+        v[reached] = 1.0
     return out
 
 

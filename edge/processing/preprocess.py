@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge.processing.geometry import (
     check_xyz,
+    fill_dropouts,
     fill_holes,
     fit_background_plane,
     foreground_mask,
@@ -81,6 +82,14 @@ class PreprocessConfig(BaseModel):
         3, ge=0, description="3×3 morphological closing iterations on the foreground mask."
     )
     fill_iterations: int = Field(2, ge=0, description="3×3 hole-filling iterations.")
+    # The default is what every bundle before this field was trained with (no fill).
+    fill_dropouts: bool = Field(
+        False,
+        description="'working' only: fill the part's depth dropouts (no return inside the "
+        "foreground) from the part's valid heights around them before the 3D image "
+        "(edge.processing.geometry.fill_dropouts); `trd-edge train` sets it for the working "
+        "pipeline. Off: a dropout reaches the normals as a deep pit.",
+    )
     align: Literal["none", "principal-axis", "auto"] = Field(
         "none",
         description="'principal-axis': turn and centre the part by its mask's principal axis "
@@ -436,6 +445,8 @@ def _preprocess_working(
     fg = foreground_mask(xyz, cfg.plane_distance, cfg.closing_iterations, plane=plane)
     pose = None
     z = np.ascontiguousarray(xyz[..., 2])  # from here on only heights are needed
+    if cfg.fill_dropouts:
+        z = fill_dropouts(z, fg)
     if cfg.align != "none":
         pose = (pose_auto(xyz, fg, plane, rgb) if cfg.align == "auto"
                 else pose_from_mask(xyz, fg, plane))
