@@ -1,5 +1,5 @@
 """Depth dropouts inside the part (issue 13): the working pipeline fills them from the part's
-valid heights, so a patch without depth return is no pit in the 3D image."""
+valid heights, so a patch without depth return is no spike in the 3D image."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_a_hole_takes_the_heights_around_it_and_nothing_else_moves() -> None:
     filled = fill_dropouts(holed, part)
     inside = np.zeros_like(part)
     inside[15:24, 20:29] = True
-    assert np.abs(filled[inside] - z[inside]).max() < 5e-4  # the slope, not a pit
+    assert np.abs(filled[inside] - z[inside]).max() < 5e-4  # the slope, not a hole
     assert np.all(filled[0:3, 10:14] < 0.53)  # the background's 0.56 never leaks in
     np.testing.assert_array_equal(filled[holed != 0], holed[holed != 0])
     assert np.all(filled[part] != 0)
@@ -59,7 +59,7 @@ def test_a_hole_takes_the_heights_around_it_and_nothing_else_moves() -> None:
     assert fill_dropouts(z, part) is z
 
 
-def test_a_dropout_on_a_good_part_is_no_pit_in_the_3d_image() -> None:
+def test_a_dropout_on_a_good_part_is_no_spike_in_the_3d_image() -> None:
     scene = _good_block()
     cx, cy = _part_centre(scene.xyz)
     holed = _punch(scene.xyz, (cx + 4, cy + 3), 4)  # 9 px across, on the block's flat top
@@ -70,7 +70,7 @@ def test_a_dropout_on_a_good_part_is_no_pit_in_the_3d_image() -> None:
     win = (slice(None), slice(cy - 8, cy + 15), slice(cx - 8, cx + 16))
     err_off = np.abs(off.x3d_vis[win] - clean.x3d_vis[win]).max()
     err_on = np.abs(on.x3d_vis[win] - clean.x3d_vis[win]).max()
-    # unfilled: the pit's walls tip the normals over (0.25 measured); filled, what is left is
+    # unfilled: the spike left by two 3×3 fill passes tips the normals over (0.25 measured); filled, what is left is
     # the clean image's own noise texture, which a smooth fill does not repeat (0.07)
     assert err_off > 0.2
     assert err_on < 0.1 and err_on < err_off / 3

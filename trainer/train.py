@@ -208,7 +208,7 @@ def resolve_score_region(cfg: TrainConfig, kind: str, out: Path | None = None) -
 def resolve_fill_dropouts(cfg: TrainConfig, out: Path | None = None) -> TrainConfig:
     """``cfg`` with ``fill_dropouts`` filled in when None: a run being resumed keeps its
     recorded one (a run.json without it: off); else on for the working pipeline, whose 3D image
-    would otherwise see a depth dropout inside the part as a pit (docs/any-shape.md), off for
+    would otherwise see a depth dropout inside the part as a spike (docs/any-shape.md), off for
     the reference pipeline (the authors' preprocessing)."""
     if cfg.fill_dropouts is not None:
         return cfg

@@ -88,7 +88,7 @@ class PreprocessConfig(BaseModel):
         description="'working' only: fill the part's depth dropouts (no return inside the "
         "foreground) from the part's valid heights around them before the 3D image "
         "(edge.processing.geometry.fill_dropouts); `trd-edge train` sets it for the working "
-        "pipeline. Off: a dropout reaches the normals as a deep pit.",
+        "pipeline. Off: what `fill_holes` leaves of a dropout reaches the normals as a spike.",
     )
     align: Literal["none", "principal-axis", "auto"] = Field(
         "none",
