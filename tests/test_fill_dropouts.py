@@ -70,8 +70,8 @@ def test_a_dropout_on_a_good_part_is_no_spike_in_the_3d_image() -> None:
     win = (slice(None), slice(cy - 8, cy + 15), slice(cx - 8, cx + 16))
     err_off = np.abs(off.x3d_vis[win] - clean.x3d_vis[win]).max()
     err_on = np.abs(on.x3d_vis[win] - clean.x3d_vis[win]).max()
-    # unfilled: the spike left by two 3×3 fill passes tips the normals over (0.25 measured); filled, what is left is
-    # the clean image's own noise texture, which a smooth fill does not repeat (0.07)
+    # unfilled: what two 3×3 fill passes leave is a spike that tips the normals over (0.25
+    # measured); filled, what is left is the clean image's own noise, which a smooth fill lacks
     assert err_off > 0.2
     assert err_on < 0.1 and err_on < err_off / 3
     np.testing.assert_array_equal(on.foreground, clean.foreground)
