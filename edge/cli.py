@@ -80,7 +80,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", choices=["wide_resnet50_2", "resnet18"], default=None,
                    help="default wide_resnet50_2; resnet18 with --teacher-weights offline")
     p.add_argument("--image-size", type=int, default=None,
-                   help="multiple of 32 (default 256; 192 with --teacher-weights offline)")
+                   help="multiple of 32 (default 256; with --teacher-weights offline "
+                   "chosen from the data: 192 for a printed part, else 128)")
     p.add_argument("--epochs", type=int, default=None,
                    help="default: the authors' count for the dataset, 200 for MVTec 3D-AD "
                    "(and synthetic data), 100 for Eyecandies; 20 with --teacher-weights offline")

@@ -11,7 +11,7 @@ With ``--teacher offline`` and no ``--align`` / ``--sobel-ksize`` this is `trd-e
 (trainer/choices.py) and the row shows what was chosen; the score region is `trd-edge train`'s
 default too (part for the working pipeline, frame for reference; ``--score-region`` overrides;
 a run already in ``--out`` keeps its recorded one). About 4–8 min per row on two CPU cores
-at 128 px (60 training images, 20 epochs).
+at 128 px (60 training images, 20 epochs), about 13 min on one core at 192 px.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="data and runs go here")
     p.add_argument("--categories", nargs="+", default=list(CATEGORIES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--image-size", type=int, default=192,
-                   help="model input side (default: trd-edge train's with the offline teacher)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="model input side (default: trd-edge train's; with the offline teacher "
+                   "chosen from the data, else 256)")
     p.add_argument("--n-train", type=int, default=60)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
@@ -49,14 +50,14 @@ def main() -> None:
     p.add_argument("--fill-dropouts", default=None, choices=["on", "off"],
                    help="fill the part's depth dropouts (default: trd-edge train's, on for working)")
     p.add_argument("--data-size", type=int, default=None,
-                   help="render the data at this size (default: --image-size)")
+                   help="render the data at this size (default: --image-size, or 192)")
     p.add_argument("--jsonl", type=Path, default=None)
     a = p.parse_args()
 
-    print("| teacher | align | preprocess | Sobel | category | seed | colour | geometry | both | "
-          "fused I-AUROC | P-AUROC | AUPRO@0.3 | train s | scored on |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    data_size = a.data_size or a.image_size
+    print("| teacher | size | align | preprocess | Sobel | category | seed | colour | geometry | "
+          "both | fused I-AUROC | P-AUROC | AUPRO@0.3 | train s | scored on |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    data_size = a.data_size or a.image_size or 192
     for seed in a.seeds:
         data = a.out / f"data-{data_size}-n{a.n_train}-s{seed}"
         if not data.is_dir():  # 20 good + 20 per defect type in test: AUROC steps of 1/400
@@ -69,7 +70,7 @@ def main() -> None:
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality="normal", backbone="resnet18",
-                image_size=a.image_size, epochs=a.epochs, batch_size=a.batch_size,
+                image_size=a.image_size or (None if a.teacher == "offline" else 256), epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,
@@ -82,7 +83,8 @@ def main() -> None:
             done = read_run_info(run)  # what was chosen: align and Sobel as trained
             per = {k: v["image_auroc"] for k, v in res["per_defect_type"].items()}
             f = res["fused"]
-            print(f"| {a.teacher} | {done.config.align} | {a.preprocess} | "
+            print(f"| {a.teacher} | {done.config.image_size} | {done.config.align} | "
+                  f"{a.preprocess} | "
                   f"{done.preprocess.sobel_ksize} | "
                   f"{cat} | {seed} | {per['color']:.3f} | "
                   f"{per['geometry']:.3f} | {per['both']:.3f} | {f['image_auroc']:.3f} | "

@@ -1,5 +1,5 @@
-"""Choices that make themselves: the Sobel aperture and the pose alignment, from the good
-training images (issue 13). Torch-free; `trainer.train` calls `choose_from_data` for settings
+"""Choices that make themselves: the model's input size, the Sobel aperture and the pose
+alignment, from the good training images (issue 13). Torch-free; `trainer.train` calls `choose_from_data` for settings
 the user left open and records the result in run.json (``auto_choices``).
 
 **Alignment.** A part in a fixture sits at one place and angle; a part on a conveyor moves and
@@ -18,6 +18,18 @@ We measure that directly: the median tilt of the normals on the part's interior 
 the rim eroded away) for each aperture, and keep the largest aperture whose tilt stays at most
 ``MAX_FLAT_TILT_DEG``. Measured at 128 px: puck 5 taps 41°, bracket 5 taps 27°, 7 taps ≥ 80° on
 every part, 3 taps ≤ 8° (docs/any-shape.md); the threshold sits between the two parts we know.
+
+**Input size.** A print is fine detail the RGB branch must resolve: on the printed block a
+stain over the grid needs 192 px (colour-only 0.88 at 128 px, 0.99 at 192 px), while a plain
+part loses nothing at 128 px and its geometry got worse at 192 px (the bracket: 0.975 → 0.92,
+one seed). The print is measured as its share of the part's interior — pixels whose grey level
+stands 3 robust sigmas out of the surface's mottling (`edge.processing.pose.interior_ink`,
+the print cue of the alignment) — median over the images: at least ``MIN_INK_SHARE`` gives
+``IMAGE_SIZES[1]``, else ``IMAGE_SIZES[0]``. Measured on synth seed 0 (192-px data): block 0.30,
+disc 0.11 (an arrow), hexagon 0.045, puck 0.024, bracket 0.017. The share is taken at the data's
+own resolution: rendered at 128 px the bracket's brushed texture and step shading reach
+0.03–0.10 (its median 0.08, at the threshold), so the rule wants the part imaged finer than
+that (any real camera's frame; `trd-edge synth --image-size 192`).
 """
 
 from __future__ import annotations
@@ -31,7 +43,7 @@ from pydantic import BaseModel, Field
 
 from edge.datasets.dataset_io import SampleRecord, load_raw
 from edge.processing.geometry import fit_background_plane, foreground_mask
-from edge.processing.pose import outline_harmonics, pose_auto, symmetry_order
+from edge.processing.pose import interior_ink, outline_harmonics, pose_auto, symmetry_order
 from edge.processing.preprocess import PreprocessConfig, preprocess
 
 APERTURES = (3, 5, 7)
@@ -39,6 +51,8 @@ MAX_FLAT_TILT_DEG = 33.0  # median interior normal tilt an aperture may reach (n
 FIXTURE_SHIFT = 0.015  # centroid spread (std, fraction of the frame side) of a fixtured part
 FIXTURE_TURN = 3.0  # angle spread (deg) of a fixtured part
 MAX_IMAGES = 16  # good training images looked at (evenly spread over the split)
+IMAGE_SIZES = (128, 192)  # a plain part's input side, a printed part's
+MIN_INK_SHARE = 0.08  # share of the part's interior that is print, from which it is "printed"
 
 
 class AlignChoice(BaseModel):
@@ -63,11 +77,21 @@ class SobelChoice(BaseModel):
     )
 
 
+class SizeChoice(BaseModel):
+    """How the model's input size was chosen."""
+
+    value: int
+    source: str = Field(description="'flag', 'data' or 'default' (nothing to measure)")
+    ink_share: float | None = Field(
+        None, description="median share of the part's interior that is print")
+
+
 class AutoChoices(BaseModel):
     """run.json ``auto_choices``: what was chosen from the good training images, and why."""
 
     align: AlignChoice
     sobel_ksize: SobelChoice | None = None  # None for the depth modality
+    image_size: SizeChoice | None = None  # None in runs recorded before the choice existed
     images: int = 0
 
 
@@ -108,6 +132,28 @@ def choose_align(raws: list) -> AlignChoice:
     )
 
 
+def ink_share(raw) -> float | None:
+    """Share of the part's interior that is print (module docstring); None without a part."""
+    xyz = raw.xyz
+    fg = foreground_mask(xyz, plane=fit_background_plane(xyz))
+    ys, xs = np.nonzero(fg)
+    if len(xs) < 10:
+        return None
+    rms = math.sqrt(float(np.mean((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2))) or 1.0
+    ink = interior_ink(fg, raw.rgb, rms)
+    return None if ink is None else float(np.mean(ink[3] > 0))
+
+
+def choose_image_size(raws: list) -> SizeChoice:
+    """``IMAGE_SIZES[1]`` for a printed part, ``IMAGE_SIZES[0]`` for a plain one."""
+    shares = [v for v in (ink_share(r) for r in raws) if v is not None]
+    if not shares:
+        return SizeChoice(value=IMAGE_SIZES[0], source="default")
+    share = float(np.median(shares))
+    return SizeChoice(value=IMAGE_SIZES[1] if share >= MIN_INK_SHARE else IMAGE_SIZES[0],
+                      source="data", ink_share=round(share, 3))
+
+
 def flat_tilt(raws: list, cfg: PreprocessConfig) -> float:
     """Median (over images) of the median normal tilt (deg) on each part's interior."""
     meds = []
@@ -136,12 +182,18 @@ def choose_from_data(
     base: PreprocessConfig,
     align: str | None,
     sobel_ksize: int | None,
+    image_size: int | None = None,
 ) -> AutoChoices:
-    """Fill in the alignment and Sobel aperture left open (None) from the good training
-    ``records``; given values are kept (``source="flag"``). ``base`` is the run's other
-    preprocessing settings."""
+    """Fill in the input size, alignment and Sobel aperture left open (None) from the good
+    training ``records``; given values are kept (``source="flag"``). ``base`` is the run's
+    other preprocessing settings (its image size is replaced by the chosen one)."""
     sample = [r for r in _spread(records, MAX_IMAGES) if r.kind != "eyecandies"]
     raws = [load_raw(r) for r in sample]
+    if image_size is None:
+        size = choose_image_size(raws)
+    else:
+        size = SizeChoice(value=image_size, source="flag")
+    base = base.model_copy(update={"image_size": size.value})
     if align is None:
         a = choose_align(raws) if raws else AlignChoice(value="none", source="data")
     else:
@@ -153,7 +205,7 @@ def choose_from_data(
         else:  # given, or no point clouds to measure (preprocessed Eyecandies): the default
             s = SobelChoice(value=sobel_ksize or base.sobel_ksize,
                             source="flag" if sobel_ksize is not None else "default")
-    return AutoChoices(align=a, sobel_ksize=s, images=len(raws))
+    return AutoChoices(align=a, sobel_ksize=s, image_size=size, images=len(raws))
 
 
 def describe(choices: AutoChoices) -> str:
@@ -171,4 +223,11 @@ def describe(choices: AutoChoices) -> str:
             tilts = ", ".join(f"{k}: {v:.0f}°" for k, v in s.flat_tilt_deg.items())
             extra = f": flat-surface normal tilt {tilts}; limit {MAX_FLAT_TILT_DEG:.0f}°"
         parts.append(f"Sobel aperture {s.value} ({s.source}{extra})")
+    z = choices.image_size
+    if z is not None:
+        extra = ""
+        if z.source == "data":
+            extra = (f": print covers {z.ink_share:.0%} of the part's interior; from "
+                     f"{MIN_INK_SHARE:.0%} a part counts as printed")
+        parts.insert(0, f"input {z.value} px ({z.source}{extra})")
     return f"chosen from {choices.images} good training images: " + "; ".join(parts)

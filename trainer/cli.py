@@ -13,10 +13,11 @@ from trainer.train import train
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's configuration from `trd-edge train`'s arguments (defaults resolved)."""
     # --teacher-weights offline: the measured offline recipe (docs/any-shape.md) is the default,
-    # alignment and Sobel aperture chosen from the good training images; flags override.
+    # input size, alignment and Sobel aperture chosen from the good training images; flags
+    # override.
     offline = args.teacher_weights == "offline"
     backbone = args.backbone or ("resnet18" if offline else "wide_resnet50_2")
-    image_size = args.image_size or (192 if offline else 256)
+    image_size = args.image_size or (None if offline else 256)  # None: chosen from the data
     batch_size = args.batch_size or (8 if offline else 16)
     epochs = args.epochs or (20 if offline else None)
     return TrainConfig(

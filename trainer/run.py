@@ -43,6 +43,9 @@ class RunError(RuntimeError):
     """A run directory is missing, incomplete or inconsistent."""
 
 
+DEFAULT_IMAGE_SIZE = 256  # the authors' input side
+
+
 class TrainConfig(BaseModel):
     """Everything that determines a training run (recorded in run.json)."""
 
@@ -52,7 +55,10 @@ class TrainConfig(BaseModel):
     category: str = Field(description="object category (one model per category)")
     modality: Literal["depth", "normal"] = Field("normal", description="3D image type")
     backbone: Literal["resnet18", "wide_resnet50_2"] = Field("wide_resnet50_2")
-    image_size: int = Field(256, ge=32, description="square input side, a multiple of 32")
+    image_size: int | None = Field(
+        DEFAULT_IMAGE_SIZE, ge=32, description="square input side, a multiple of 32; None: "
+        "chosen from the data with choose_from_data (trainer/choices.py), else the default",
+    )
     epochs: int | None = Field(
         None, ge=1, description="None: the authors' count for the detected dataset kind "
         "(DEFAULT_EPOCHS: MVTec 3D-AD 200, Eyecandies 100); run.json holds the resolved number",

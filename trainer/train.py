@@ -28,6 +28,7 @@ from trainer.pretrain import recalibrate_teacher, wants_bn_recalibration
 from trainer.run import (
     CALIBRATION_FILE,
     CHECKPOINT_FILE,
+    DEFAULT_IMAGE_SIZE,
     RUN_FILE,
     EpochRecord,
     RunError,
@@ -158,7 +159,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     ``cfg.epochs`` None trains the authors' count for the dataset kind (`DEFAULT_EPOCHS`);
     ``cfg.deterministic`` selects the kernels (`determinism`).
     """
-    if cfg.image_size % 32:
+    if cfg.image_size is not None and cfg.image_size % 32:
         raise ValueError(f"--image-size {cfg.image_size} is not a multiple of 32 (try 256)")
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
@@ -174,12 +175,17 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     """``cfg`` with align and sobel_ksize filled in: chosen from the good training images when
     ``cfg.choose_from_data`` (printed; recorded in run.json), else the old defaults."""
     if not cfg.choose_from_data:
-        return (cfg if cfg.align is not None else cfg.model_copy(update={"align": "none"})), None
+        update = {"align": cfg.align or "none",
+                  "image_size": cfg.image_size or DEFAULT_IMAGE_SIZE}
+        return cfg.model_copy(update=update), None
     records = list_samples(cfg.data_root, cfg.category, "train")
-    base = preprocess_config_for(cfg.model_copy(update={"align": "none"}))
-    choices = choose_from_data(records, base, cfg.align, cfg.sobel_ksize)
+    base = preprocess_config_for(cfg.model_copy(
+        update={"align": "none", "image_size": cfg.image_size or DEFAULT_IMAGE_SIZE}))
+    choices = choose_from_data(records, base, cfg.align, cfg.sobel_ksize, cfg.image_size)
     print(describe(choices), flush=True)
     update: dict = {"align": choices.align.value}
+    if choices.image_size is not None:
+        update["image_size"] = choices.image_size.value
     if choices.sobel_ksize is not None:
         update["sobel_ksize"] = choices.sobel_ksize.value
     return cfg.model_copy(update=update), choices

@@ -247,23 +247,37 @@ def content_moments(
     m_h = complex((height * pos).sum() / max(float(np.abs(height).sum()) * rms, 1e-12))
     if rgb is None:
         return m_h, 0j
+    ink = interior_ink(fg, rgb, rms)
+    if ink is None:
+        return m_h, 0j
+    ix, iy, dev, w = ink
+    ipos = (ix - cx) + 1j * (iy - cy)
+    # normalised by all of the deviation: a few stray pixels above the cut do not make a print
+    m_p = complex((w * ipos).sum() / max(float(dev.sum()) * rms, 1e-12))
+    return m_h, m_p
+
+
+def interior_ink(
+    fg: np.ndarray, rgb: np.ndarray, rms: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The print on a part's interior: pixel columns and rows, each pixel's unsigned grey-level
+    deviation from the interior's median, and its "ink" weight (the deviation above 3 robust
+    sigmas of the surface's own mottling, else 0). ``rms``: the part's radius of gyration in
+    pixels, which sets how much rim is eroded away. None when too little interior is left."""
     # the interior only: a rim's shading is where the light comes from, not what the part is
     erode = max(2, round(0.12 * rms * math.sqrt(2)))
     inner = cv2.erode(fg.astype(np.uint8), cv2.getStructuringElement(
         cv2.MORPH_ELLIPSE, (2 * erode + 1, 2 * erode + 1))) > 0
     iy, ix = np.nonzero(inner)
     if len(ix) < 10:
-        return m_h, 0j
+        return None
     grey = rgb[iy, ix].astype(np.float64).mean(axis=1)
     # unsigned "ink": a relief's shading (a groove lit on one side, dark on the other) is
     # symmetric in |deviation| and cancels; a print off the centre does not
     dev = np.abs(grey - np.median(grey))
     # and only what stands out of the surface's own mottling (3 robust sigmas): ink, not texture
     w = np.maximum(dev - 3.0 * 1.4826 * np.median(dev), 0.0)
-    ipos = (ix - cx) + 1j * (iy - cy)
-    # normalised by all of the deviation: a few stray pixels above the cut do not make a print
-    m_p = complex((w * ipos).sum() / max(float(dev.sum()) * rms, 1e-12))
-    return m_h, m_p
+    return ix, iy, dev, w
 
 
 def pose_auto(
