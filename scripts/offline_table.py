@@ -70,7 +70,8 @@ def main() -> None:
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality="normal", backbone="resnet18",
-                image_size=a.image_size or (None if a.teacher == "offline" else 256), epochs=a.epochs, batch_size=a.batch_size,
+                image_size=a.image_size or (None if a.teacher == "offline" else 256),
+                epochs=a.epochs, batch_size=a.batch_size,
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,

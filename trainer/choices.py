@@ -1,6 +1,7 @@
 """Choices that make themselves: the model's input size, the Sobel aperture and the pose
-alignment, from the good training images (issue 13). Torch-free; `trainer.train` calls `choose_from_data` for settings
-the user left open and records the result in run.json (``auto_choices``).
+alignment, from the good training images (issue 13). Torch-free; `trainer.train` calls
+`choose_from_data` for settings the user left open and records the result in run.json
+(``auto_choices``).
 
 **Alignment.** A part in a fixture sits at one place and angle; a part on a conveyor moves and
 turns. `edge.processing.pose.pose_auto` on the good training images gives each one's centroid and angle:
@@ -21,8 +22,8 @@ every part, 3 taps ≤ 8° (docs/any-shape.md); the threshold sits between the t
 
 **Input size.** A print is fine detail the RGB branch must resolve: on the printed block a
 stain over the grid needs 192 px (colour-only 0.88 at 128 px, 0.99 at 192 px), while a plain
-part loses nothing at 128 px and its geometry got worse at 192 px (the bracket: 0.975 → 0.92,
-one seed). The print is measured as its share of the part's interior — pixels whose grey level
+part loses nothing at 128 px and the bracket's geometry got worse at 192 px (seed 0:
+geometry-only 0.953 at 128 px, 0.920 at 192 px). The print is measured as its share of the part's interior — pixels whose grey level
 stands 3 robust sigmas out of the surface's mottling (`edge.processing.pose.interior_ink`,
 the print cue of the alignment) — median over the images: at least ``MIN_INK_SHARE`` gives
 ``IMAGE_SIZES[1]``, else ``IMAGE_SIZES[0]``. Measured on synth seed 0 (192-px data): block 0.30,

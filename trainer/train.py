@@ -164,6 +164,9 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
     cfg = resolve_fill_dropouts(cfg, Path(out))  # before the choices: they see its inputs
+    if cfg.image_size is None and (Path(out) / RUN_FILE).is_file():
+        # a resumed run keeps its size (runs before the choice existed trained at 128 px)
+        cfg = cfg.model_copy(update={"image_size": read_run_info(Path(out)).config.image_size})
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))

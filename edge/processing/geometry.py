@@ -188,10 +188,11 @@ def fill_dropouts(z: np.ndarray, part: np.ndarray) -> np.ndarray:
     A stereo camera loses depth in small patches (specular spots, texture-less cells); the
     foreground mask closes over them, but a 0 left inside the part reaches the Sobel normals as
     a spike (after the min–max, 0 is the part's highest level), which the 3D branch scores as a
-    defect (docs/any-shape.md: one dropout on a good block outscored every colour stain). Each pass is a normalised
-    convolution ``G*(z·v) / G*v`` over valid part pixels ``v`` with a wider Gaussian than the
-    last, so small holes take their nearest neighbours' heights and large ones a smooth
-    blend; the background never leaks in. Pixels outside ``part`` are unchanged. float32.
+    defect (docs/any-shape.md: one dropout on a good block outscored every colour stain).
+    Each pass is a normalised convolution ``G*(z·v) / G*v`` over valid part pixels ``v`` with a
+    wider Gaussian than the last, so small holes take their nearest neighbours' heights and
+    large ones a smooth blend; the background never leaks in. Pixels outside ``part`` are
+    unchanged. float32.
     """
     z = np.asarray(z, dtype=np.float32)
     valid = z != 0
