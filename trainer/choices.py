@@ -22,8 +22,9 @@ every part, 3 taps ≤ 8° (docs/any-shape.md); the threshold sits between the t
 
 **Input size.** A print is fine detail the RGB branch must resolve: on the printed block a
 stain over the grid needs 192 px (colour-only 0.88 at 128 px, 0.99 at 192 px), while a plain
-part loses nothing at 128 px and the bracket's geometry got worse at 192 px (seed 0:
-geometry-only 0.953 at 128 px, 0.920 at 192 px). The print is measured as its share of the part's interior — pixels whose grey level
+part loses little at 128 px and costs 2.25× less (geometry-only at 128 / 192 px: bracket seed 0
+0.953 / 0.920, seed 1 0.968 / 0.977; hexagon seed 0 0.978 / 1.000, seed 1 0.922 / 0.968: not
+settled, docs/any-shape.md). The print is measured as its share of the part's interior — pixels whose grey level
 stands 3 robust sigmas out of the surface's mottling (`edge.processing.pose.interior_ink`,
 the print cue of the alignment) — median over the images: at least ``MIN_INK_SHARE`` gives
 ``IMAGE_SIZES[1]``, else ``IMAGE_SIZES[0]``. Measured on synth seed 0 (192-px data): block 0.30,
