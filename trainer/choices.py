@@ -104,6 +104,12 @@ def _spread(records: Sequence[SampleRecord], n: int) -> list[SampleRecord]:
     return [records[i] for i in idx]
 
 
+def _part(xyz: np.ndarray):
+    """The background plane and the part's foreground of one cloud (preprocessing's defaults)."""
+    plane = fit_background_plane(xyz)
+    return plane, foreground_mask(xyz, plane=plane)
+
+
 def choose_align(raws: list) -> AlignChoice:
     """'none' for a fixtured part, 'auto' for one that moves or turns (module docstring)."""
     centres, angles, orders = [], [], {}
@@ -111,8 +117,7 @@ def choose_align(raws: list) -> AlignChoice:
     for raw in raws:
         xyz = raw.xyz
         side = float(max(xyz.shape[:2]))
-        plane = fit_background_plane(xyz)
-        fg = foreground_mask(xyz, plane=plane)
+        plane, fg = _part(xyz)
         pose = pose_auto(xyz, fg, plane, raw.rgb)
         if pose is None:
             continue
@@ -136,8 +141,7 @@ def choose_align(raws: list) -> AlignChoice:
 
 def ink_share(raw) -> float | None:
     """Share of the part's interior that is print (module docstring); None without a part."""
-    xyz = raw.xyz
-    fg = foreground_mask(xyz, plane=fit_background_plane(xyz))
+    _, fg = _part(raw.xyz)
     ys, xs = np.nonzero(fg)
     if len(xs) < 10:
         return None

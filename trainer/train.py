@@ -164,9 +164,10 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
     cfg = resolve_fill_dropouts(cfg, Path(out))  # before the choices: they see its inputs
-    if cfg.image_size is None and (Path(out) / RUN_FILE).is_file():
+    resumed = _resumed_config(Path(out))
+    if cfg.image_size is None and resumed is not None:
         # a resumed run keeps its size (runs before the choice existed trained at 128 px)
-        cfg = cfg.model_copy(update={"image_size": read_run_info(Path(out)).config.image_size})
+        cfg = cfg.model_copy(update={"image_size": resumed.image_size})
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
@@ -194,6 +195,14 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     return cfg.model_copy(update=update), choices
 
 
+def _resumed_config(out: Path | None) -> TrainConfig | None:
+    """The configuration recorded by the run already in ``out`` (a resume), else None: what a
+    resumed run keeps for the settings a new run would resolve."""
+    if out is None or not (out / RUN_FILE).is_file():
+        return None
+    return read_run_info(out).config
+
+
 def resolve_score_region(cfg: TrainConfig, kind: str, out: Path | None = None) -> TrainConfig:
     """``cfg`` with ``score_region`` filled in when None (printed): a run being resumed keeps
     its recorded one; else "part" for the working pipeline, whose foreground is the part found
@@ -202,8 +211,9 @@ def resolve_score_region(cfg: TrainConfig, kind: str, out: Path | None = None) -
     preprocessed Eyecandies (its foreground is every pixel with a normal, the whole scene)."""
     if cfg.score_region is not None:
         return cfg
-    if out is not None and (out / RUN_FILE).is_file():
-        region, why = read_run_info(out).config.score_region or "frame", "the resumed run's"
+    resumed = _resumed_config(out)
+    if resumed is not None:
+        region, why = resumed.score_region or "frame", "the resumed run's"
     elif kind == "eyecandies":
         region, why = "frame", "preprocessed Eyecandies has no part mask (its normals cover the scene)"
     elif cfg.preprocess == "reference":
@@ -221,8 +231,9 @@ def resolve_fill_dropouts(cfg: TrainConfig, out: Path | None = None) -> TrainCon
     the reference pipeline (the authors' preprocessing)."""
     if cfg.fill_dropouts is not None:
         return cfg
-    if out is not None and (out / RUN_FILE).is_file():
-        fill, why = bool(read_run_info(out).config.fill_dropouts), "the resumed run's"
+    resumed = _resumed_config(out)
+    if resumed is not None:
+        fill, why = bool(resumed.fill_dropouts), "the resumed run's"
     else:
         fill = cfg.preprocess == "working"
         why = "working pipeline" if fill else "the reference pipeline keeps the authors' 3D image"

@@ -195,8 +195,9 @@ def fill_dropouts(z: np.ndarray, part: np.ndarray) -> np.ndarray:
     unchanged. float32.
     """
     z = np.asarray(z, dtype=np.float32)
+    part = np.asarray(part, dtype=bool)
     valid = z != 0
-    holes = np.asarray(part, dtype=bool) & ~valid
+    holes = part & ~valid
     if not holes.any():
         return z
     out = z.copy()
