@@ -29,8 +29,8 @@ FP16_MAP_TOL = 2e-2
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory):
-    base = tmp_path_factory.mktemp("export")
+def exported(tiny_dataset: Path, module_tmp: Path):
+    base = module_tmp
     run_dir = make_run(base / "run", tiny_dataset)
     out = base / "bundle"
     assert run_export(types.SimpleNamespace(run=str(run_dir), out=str(out), fp16=True)) == 0

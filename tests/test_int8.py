@@ -42,13 +42,13 @@ def _export_args(run_dir: Path, out: Path, **kw) -> types.SimpleNamespace:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_run(tmp_path_factory.mktemp("int8") / "run", tiny_dataset)
+def run_dir(tiny_dataset: Path, module_tmp: Path) -> Path:
+    return make_run(module_tmp / "run", tiny_dataset)
 
 
 @pytest.fixture(scope="module")
-def exported(run_dir: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("int8") / "bundle"
+def exported(run_dir: Path, tiny_dataset: Path, module_tmp: Path) -> Path:
+    out = module_tmp / "bundle"
     args = _export_args(run_dir, out, calibration_frames=str(tiny_dataset))
     assert run_export(args) == 0
     return out
