@@ -121,7 +121,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "full-resolution normals as the authors compute them for MVTec 3D-AD")
     p.add_argument("--roi", type=_roi, default=None, metavar="X0,Y0,X1,Y1",
                    help="region of interest as fractions of the frame, e.g. 0.2,0.1,0.8,0.9 "
-                   "(recorded in the bundle: the station looks at the same rectangle)")
+                   "(recorded in the bundle: the station looks at the same rectangle); with "
+                   "--teacher-weights offline and the working pipeline the default is chosen "
+                   "from the data: the square that holds every training part with 10%% to "
+                   "spare, or the whole frame (0,0,1,1) when that is no zoom")
     p.add_argument("--rgb-resize", choices=["area", "pil-bilinear"], default="area",
                    help="with --preprocess reference: how RGB, masks and Eyecandies normals are "
                    "resized; pil-bilinear is the authors' (torchvision Resize on PIL), area "

@@ -10,7 +10,7 @@ import pytest
 from edge.datasets.synthetic import SceneGenerator, SyntheticScene, write_dataset
 from edge.processing.geometry import fit_background_plane, foreground_mask
 from edge.processing.pose import pose_auto
-from edge.processing.preprocess import PreprocessConfig
+from edge.processing.preprocess import PreprocessConfig, preprocess
 from trainer.choices import (
     IMAGE_SIZES,
     choose_align,
@@ -138,8 +138,11 @@ def test_choices_are_printed_and_resolved(tmp_path: Path, capsys):
         update={"data_root": str(tmp_path), "category": "disc"})
     resolved, choices = resolve_choices(cfg)
     out = capsys.readouterr().out
-    assert "chosen from 3 good training images: input 64 px (flag); align auto" in out
+    assert "chosen from 3 good training images: input 64 px (flag); ROI " in out
+    assert "(data: 3 training parts lie in x " in out and "; align auto" in out
     assert "Sobel aperture" in out
+    assert resolved.roi == choices.roi.value is not None  # the disc is small in this view
+    assert preprocess_config_for(resolved).roi == resolved.roi
     assert choices.image_size.source == "flag" and resolved.image_size == 64
     assert resolved.align == choices.align.value == "auto"
     assert resolved.sobel_ksize == choices.sobel_ksize.value
@@ -150,3 +153,34 @@ def test_choices_are_printed_and_resolved(tmp_path: Path, capsys):
     # the size left open without choose_from_data: the authors' 256
     assert resolve_choices(cfg.model_copy(update={"choose_from_data": False, "image_size": None})
                            )[0].image_size == 256
+
+
+def test_the_roi_frames_every_training_part_and_no_more(tmp_path):
+    """Small parts in a wide view get the square that holds every training part (a zoom at no
+    cost); a part that fills the view keeps the whole frame; a given ROI is kept."""
+    from edge.datasets.dataset_io import list_samples, load_raw
+    from trainer.choices import ROI_MARGIN, choose_roi, parts_box
+
+    write_dataset(tmp_path, ("hexagon", "bracket"), 128, n_train=6, n_validation=0,
+                  n_test_good=0, n_test_per_defect=0, seed=3, progress=False)  # fmt: skip
+    records = list_samples(tmp_path, "hexagon", "train")
+    got = choose_roi(records)
+    assert got.source == "data" and got.value is not None
+    x0, y0, x1, y1 = (round(v * 128) for v in got.value)
+    assert x1 - x0 == y1 - y0 < 128 / 1.15  # square in pixels, a real zoom
+    (bx0, by0, bx1, by1), w, h = parts_box(records)
+    assert (w, h) == (128, 128) and got.parts_box_px == (bx0, by0, bx1, by1)
+    assert x0 < bx0 and y0 < by0 and x1 > bx1 and y1 > by1  # every part inside, with room
+    assert x1 - x0 >= max(bx1 - bx0, by1 - by0) * (1 + 2 * ROI_MARGIN) - 1
+    cfg = PreprocessConfig(image_size=64, pipeline="working", roi=got.value, align="auto")
+    for r in records:  # the crop's corners still show the table: each part is found whole
+        raw = load_raw(r)
+        p = preprocess(raw.rgb, raw.xyz, cfg)
+        assert 0.05 < p.foreground.mean() < 0.6
+    assert choose_roi(list_samples(tmp_path, "bracket", "train")).value is None  # fills the view
+    base = PreprocessConfig(image_size=64, pipeline="working")
+    given = choose_from_data(records, base, None, 3, 64, roi=(0.0, 0.0, 1.0, 1.0))
+    assert (given.roi.value, given.roi.source) == ((0.0, 0.0, 1.0, 1.0), "flag")
+    assert choose_from_data(records, base, None, 3, 64).roi == got
+    ref = choose_from_data(records, base.model_copy(update={"pipeline": "reference"}), None, 3, 64)
+    assert ref.roi.value is None  # the reference pipeline has no ROI

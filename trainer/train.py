@@ -168,6 +168,8 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     if cfg.image_size is None and resumed is not None:
         # a resumed run keeps its size (runs before the choice existed trained at 128 px)
         cfg = cfg.model_copy(update={"image_size": resumed.image_size})
+    if cfg.roi is None and resumed is not None:  # and its ROI (the whole frame before the choice)
+        cfg = cfg.model_copy(update={"roi": resumed.roi or (0.0, 0.0, 1.0, 1.0)})
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
@@ -185,9 +187,12 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     records = list_samples(cfg.data_root, cfg.category, "train")
     base = preprocess_config_for(cfg.model_copy(
         update={"align": "none", "image_size": cfg.image_size or DEFAULT_IMAGE_SIZE}))
-    choices = choose_from_data(records, base, cfg.align, cfg.sobel_ksize, cfg.image_size)
+    choices = choose_from_data(records, base, cfg.align, cfg.sobel_ksize, cfg.image_size,
+                               cfg.roi)
     print(describe(choices), flush=True)
     update: dict = {"align": choices.align.value}
+    if choices.roi is not None:
+        update["roi"] = choices.roi.value
     if choices.image_size is not None:
         update["image_size"] = choices.image_size.value
     if choices.sobel_ksize is not None:
