@@ -184,3 +184,23 @@ def test_the_roi_frames_every_training_part_and_no_more(tmp_path):
     assert choose_from_data(records, base, None, 3, 64).roi == got
     ref = choose_from_data(records, base.model_copy(update={"pipeline": "reference"}), None, 3, 64)
     assert ref.roi.value is None  # the reference pipeline has no ROI
+
+
+def test_a_resumed_run_keeps_its_size_and_roi(tmp_path):
+    """Choices left open are the resumed run's, not the data's again; a run recorded before
+    the ROI choice keeps the whole frame; a flag still wins."""
+    import json
+
+    from trainer.run import TrainConfig
+    from trainer.train import keep_resumed_choices
+
+    new = TrainConfig(data_root="d", category="c", image_size=None, roi=None)
+    assert keep_resumed_choices(new, tmp_path) == new  # nothing to resume
+    for recorded, expected in [(None, (0.0, 0.0, 1.0, 1.0)), ((0.1, 0.2, 0.7, 0.8),) * 2]:
+        old = TrainConfig(data_root="d", category="c", image_size=128, roi=recorded)
+        info = {"config": old.model_dump(), "preprocess": PreprocessConfig().model_dump()}
+        (tmp_path / "run.json").write_text(json.dumps(info))
+        kept = keep_resumed_choices(new, tmp_path)
+        assert (kept.image_size, kept.roi) == (128, expected)
+    flagged = new.model_copy(update={"image_size": 192, "roi": (0.0, 0.0, 0.5, 0.5)})
+    assert keep_resumed_choices(flagged, tmp_path) == flagged

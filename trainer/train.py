@@ -164,12 +164,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
     cfg = resolve_fill_dropouts(cfg, Path(out))  # before the choices: they see its inputs
-    resumed = _resumed_config(Path(out))
-    if cfg.image_size is None and resumed is not None:
-        # a resumed run keeps its size (runs before the choice existed trained at 128 px)
-        cfg = cfg.model_copy(update={"image_size": resumed.image_size})
-    if cfg.roi is None and resumed is not None:  # and its ROI (the whole frame before the choice)
-        cfg = cfg.model_copy(update={"roi": resumed.roi or (0.0, 0.0, 1.0, 1.0)})
+    cfg = keep_resumed_choices(cfg, Path(out))
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
@@ -198,6 +193,20 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     if choices.sobel_ksize is not None:
         update["sobel_ksize"] = choices.sobel_ksize.value
     return cfg.model_copy(update=update), choices
+
+
+def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
+    """``cfg`` with the input size and ROI left open (None) taken from the run being resumed
+    in ``out``, so that the data cannot choose differently halfway; unchanged for a new run."""
+    resumed = _resumed_config(out)
+    if resumed is None:
+        return cfg
+    update: dict = {}
+    if cfg.image_size is None:
+        update["image_size"] = resumed.image_size
+    if cfg.roi is None:  # runs from before the ROI choice saw the whole frame
+        update["roi"] = resumed.roi or (0.0, 0.0, 1.0, 1.0)
+    return cfg.model_copy(update=update)
 
 
 def _resumed_config(out: Path | None) -> TrainConfig | None:
