@@ -52,6 +52,9 @@ class Inspection:
     # the bundle scores the part (scoring.region) but this frame's foreground was empty: the
     # whole frame was scored (the verdict says so in extra.scored_on)
     no_part: bool = False
+    # the part reaches the edge of the model's view (PreparedSample.at_edge): it may lie partly
+    # outside the bundle's ROI (the verdict says so in extra.part_at_edge)
+    part_at_edge: bool = False
     _maps: ScoredMaps | None = field(default=None, repr=False)
 
     @property
@@ -107,6 +110,7 @@ class Inspector:
         self.min_region_px = min_region_px
         # the whole map or the part's foreground (scoring.region; calibrate fits on the same)
         self.region: str = bundle.manifest.scoring.region
+        self._at_edge = False  # the last frame's part reached the view's edge (warn on change)
 
     @property
     def working_grid(self) -> dict | None:
@@ -166,23 +170,30 @@ class Inspector:
         m_rgb: np.ndarray,
         m_3d: np.ndarray,
         timings: dict[str, float],
-        pose: Pose | None = None,
-        foreground: np.ndarray | None = None,
+        sample: PreparedSample | None = None,
     ) -> Inspection:
         """Normalise, fuse, smooth, score, threshold and find defect regions.
 
         Scores come from the maps as the model made them (in the aligned frame when the bundle
         aligns parts, as at training); the maps kept for regions and heatmaps are turned back
-        into the camera frame with ``pose``. ``foreground`` (the sample's, S×S) is required
+        into the camera frame with the ``sample``'s pose. Its foreground (S×S) is required
         when the bundle scores the part (``scoring.region: part``).
         """
         t0 = time.perf_counter()
+        pose = sample.pose if sample is not None else None
+        foreground = sample.foreground if sample is not None else None
         maps = score_maps(m_rgb, m_3d, self.stats, work_dtype=np.float32,
                           region=foreground_region(self.region, foreground))
         no_part = maps.on_frame is not None and bool(maps.on_frame[0])
         if no_part:
             log.warning("frame %s: no part in the foreground; scored on the whole frame",
                         frame.frame_number)
+        at_edge = sample is not None and sample.at_edge and not no_part
+        if at_edge and not self._at_edge:  # once per run of such frames, not at 30 fps
+            log.warning("frame %s: the part reaches the edge of the model's view (the bundle's "
+                        "ROI); part of it may be outside: place parts where the training parts "
+                        "lay, or retrain with a wider --roi", frame.frame_number)
+        self._at_edge = at_edge
         score = float(maps.fused[0].max())
         rgb_score, x3d_score = float(maps.rgb[0].max()), float(maps.x3d[0].max())
         fused = maps.fused[0] if pose is None else pose.to_camera(maps.fused)[0]
@@ -198,7 +209,7 @@ class Inspector:
             frame=frame, model_maps=maps, image_score=score, rgb_score=rgb_score,
             x3d_score=x3d_score, threshold=self.threshold, regions=regions,
             timings_ms=timings, view_frame=view_frame, view_camera=view_camera,
-            pose=pose, camera_fused=fused, no_part=no_part,
+            pose=pose, camera_fused=fused, no_part=no_part, part_at_edge=at_edge,
         )
 
     def inspect(self, frame: Frame) -> Inspection:
@@ -206,6 +217,5 @@ class Inspector:
         sample, pre_ms = self.prepare(frame)
         m_rgb, m_3d, t = self.infer(sample)
         return self.postprocess(
-            frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t},
-            pose=sample.pose, foreground=sample.foreground,
+            frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t}, sample
         )

@@ -224,7 +224,7 @@ class RunLoop:
                 m_rgb, m_3d, t = self.inspector.infer(sample)
                 ins = self.inspector.postprocess(
                     frame, m_rgb, m_3d, {"capture": frame.capture_ms, "preprocess": pre_ms, **t},
-                    pose=sample.pose, foreground=sample.foreground,
+                    sample,
                 )
                 t0 = time.perf_counter()
                 verdict = self.emit(ins, t0)

@@ -252,3 +252,22 @@ def test_eval_and_export_follow_the_run(tmp_path: Path, tiny_dataset: Path) -> N
     bundle = export_bundle(run, tmp_path / "bundle", check=False)
     m = load_bundle(bundle).manifest
     assert m.scoring.region == "part" and m.scoring.threshold == pytest.approx(part["threshold"])
+
+
+def test_a_part_cut_by_the_roi_is_flagged_in_the_verdict(tmp_path: Path) -> None:
+    """An ROI chosen from the training parts (trainer/choices.py) is tight: a part that lands
+    across its edge is seen only in part. The verdict says so; a part inside it does not."""
+    from conftest_export import write_toy_bundle
+
+    ref = ModelRef(id="toy", sha256="0" * 64, variant="toy")
+    flags = {}
+    for name, roi in [("whole", None), ("left-half", (0.0, 0.0, 0.5, 1.0))]:
+        b = write_toy_bundle(tmp_path / name, size=32, pipeline="working", roi=roi)
+        ins = _inspector(b)
+        results = [ins.inspect(f) for f in _frames(3)]
+        assert not any(r.no_part for r in results)  # the plane fit still finds the part
+        flags[name] = [r.part_at_edge for r in results]
+        verdicts = [make_verdict(r, "st", i, ref) for i, r in enumerate(results)]
+        assert all(((v.extra or {}).get("part_at_edge") is not None) == r.part_at_edge
+                   for v, r in zip(verdicts, results))
+    assert flags == {"whole": [False] * 3, "left-half": [True] * 3}

@@ -507,7 +507,7 @@ def bench_backend(
                 m_rgb, m_3d, t = inspector.infer(sample)
                 ins = inspector.postprocess(
                     frame, m_rgb, m_3d, {"capture": capture_ms, "preprocess": pre_ms, **t},
-                    pose=sample.pose, foreground=sample.foreground,
+                    sample,
                 )
                 t_pub = time.perf_counter()
                 verdict = make_verdict(ins, station, seq, ref)

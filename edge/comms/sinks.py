@@ -42,6 +42,11 @@ def make_verdict(ins: Inspection, station: str, sequence: int, model: ModelRef) 
     extra: dict = {"ground_truth": gt} if gt else {}
     if ins.no_part:  # a "part" bundle found no part: the frame was scored (edge.inspector)
         extra["scored_on"] = "frame (no part in the foreground)"
+    if ins.part_at_edge:  # the ROI may cut the part (edge.processing.preprocess, at_edge)
+        extra["part_at_edge"] = (
+            "the part reaches the edge of the model's view (the bundle's ROI): part of it may "
+            "be outside; place parts where the training parts lay, or retrain with a wider --roi"
+        )
     return Verdict(
         station=station,
         sequence=sequence,

@@ -205,6 +205,9 @@ class PreparedSample:
     roi_px: tuple[int, int, int, int] | None = None
     working: int | None = None
     rgb_resize: RgbResize = "area"  # how mask_to_model resizes, as the RGB was
+    # 'working' pipeline: the part's foreground reaches the edge of the view (the ROI, or the
+    # frame) before alignment, so part of it may lie outside what the model sees
+    at_edge: bool = False
     _rgb: np.ndarray | None = field(default=None, repr=False)
     _x3d: np.ndarray | None = field(default=None, repr=False)
 
@@ -443,6 +446,7 @@ def _preprocess_working(
         )
     plane = fit_background_plane(xyz)
     fg = foreground_mask(xyz, cfg.plane_distance, cfg.closing_iterations, plane=plane)
+    at_edge = bool(fg[0].any() or fg[-1].any() or fg[:, 0].any() or fg[:, -1].any())
     pose = None
     z = np.ascontiguousarray(xyz[..., 2])  # from here on only heights are needed
     if cfg.fill_dropouts:
@@ -475,7 +479,7 @@ def _preprocess_working(
         x3d_vis=np.ascontiguousarray(vis.transpose(2, 0, 1), dtype=np.float32),
         foreground=np.ascontiguousarray(fg, dtype=bool),
         mean=cfg.mean, std=cfg.std, pose=pose,
-        roi_px=None if framed else roi, working=g,
+        roi_px=None if framed else roi, working=g, at_edge=at_edge,
     )
 
 
