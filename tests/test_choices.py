@@ -134,16 +134,16 @@ def test_offline_train_without_flags_is_the_offline_recipe():
 def test_choices_are_printed_and_resolved(tmp_path: Path, capsys):
     write_dataset(tmp_path, ("disc",), 64, n_train=3, n_validation=0, n_test_good=0,
                   n_test_per_defect=0, seed=2, progress=False)  # fmt: skip
-    cfg = _cli_config("--teacher-weights", "offline", "--image-size", "64").model_copy(
+    cfg = _cli_config("--teacher-weights", "offline", "--image-size", "32").model_copy(
         update={"data_root": str(tmp_path), "category": "disc"})
     resolved, choices = resolve_choices(cfg)
     out = capsys.readouterr().out
-    assert "chosen from 3 good training images: input 64 px (flag); ROI " in out
+    assert "chosen from 3 good training images: input 32 px (flag); ROI " in out
     assert "(data: 3 training parts lie in x " in out and "; align auto" in out
     assert "Sobel aperture" in out
     assert resolved.roi == choices.roi.value is not None  # the disc is small in this view
     assert preprocess_config_for(resolved).roi == resolved.roi
-    assert choices.image_size.source == "flag" and resolved.image_size == 64
+    assert choices.image_size.source == "flag" and resolved.image_size == 32
     assert resolved.align == choices.align.value == "auto"
     assert resolved.sobel_ksize == choices.sobel_ksize.value
     assert preprocess_config_for(resolved).sobel_ksize == choices.sobel_ksize.value
@@ -157,14 +157,15 @@ def test_choices_are_printed_and_resolved(tmp_path: Path, capsys):
 
 def test_the_roi_frames_every_training_part_and_no_more(tmp_path):
     """Small parts in a wide view get the square that holds every training part (a zoom at no
-    cost); a part that fills the view keeps the whole frame; a given ROI is kept."""
+    cost), never narrower than the model's grid; a part that fills the view keeps the whole
+    frame; a given ROI is kept."""
     from edge.datasets.dataset_io import list_samples, load_raw
     from trainer.choices import ROI_MARGIN, choose_roi, parts_box
 
     write_dataset(tmp_path, ("hexagon", "bracket"), 128, n_train=6, n_validation=0,
                   n_test_good=0, n_test_per_defect=0, seed=3, progress=False)  # fmt: skip
     records = list_samples(tmp_path, "hexagon", "train")
-    got = choose_roi(records)
+    got = choose_roi(records, 64)
     assert got.source == "data" and got.value is not None
     x0, y0, x1, y1 = (round(v * 128) for v in got.value)
     assert x1 - x0 == y1 - y0 < 128 / 1.15  # square in pixels, a real zoom
@@ -177,7 +178,12 @@ def test_the_roi_frames_every_training_part_and_no_more(tmp_path):
         raw = load_raw(r)
         p = preprocess(raw.rgb, raw.xyz, cfg)
         assert 0.05 < p.foreground.mean() < 0.6
-    assert choose_roi(list_samples(tmp_path, "bracket", "train")).value is None  # fills the view
+    assert choose_roi(list_samples(tmp_path, "bracket", "train"), 64).value is None  # fills the view
+    # never narrower than the model's grid: a 128-px grid in a 128-px frame is no zoom, a 96-px
+    # one gets a 96-px square (the camera's own pixels), not the parts' smaller box
+    assert choose_roi(records, 128).value is None
+    r96 = choose_roi(records, 96).value
+    assert r96 is not None and round((r96[2] - r96[0]) * 128) == 96
     base = PreprocessConfig(image_size=64, pipeline="working")
     given = choose_from_data(records, base, None, 3, 64, roi=(0.0, 0.0, 1.0, 1.0))
     assert (given.roi.value, given.roi.source) == ((0.0, 0.0, 1.0, 1.0), "flag")

@@ -269,5 +269,5 @@ def test_a_part_cut_by_the_roi_is_flagged_in_the_verdict(tmp_path: Path) -> None
         flags[name] = [r.part_at_edge for r in results]
         verdicts = [make_verdict(r, "st", i, ref) for i, r in enumerate(results)]
         assert all(((v.extra or {}).get("part_at_edge") is not None) == r.part_at_edge
-                   for v, r in zip(verdicts, results))
+                   for v, r in zip(verdicts, results, strict=True))
     assert flags == {"whole": [False] * 3, "left-half": [True] * 3}

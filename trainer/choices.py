@@ -37,9 +37,12 @@ that (any real camera's frame; `trd-edge synth --image-size 192`).
 part that covers a third of a wide view gets a third of the model's pixels. The ROI is the
 square (in pixels) that holds the part of *every* good training image — all of them, not the
 16: the extremes of where parts land are what counts — with ``ROI_MARGIN`` of its side to spare
-on each side, centred on that box and shifted to stay inside the frame. When it would magnify
-less than ``MIN_ROI_ZOOM`` the whole frame is kept (a part that fills the view, as in MVTec
-3D-AD). The station crops the same rectangle (it is the bundle's ``roi``), so parts must land
+on each side, centred on that box and shifted to stay inside the frame, and never narrower than
+the working grid: a zoom must come from the camera's pixels — upsampled depth is a staircase
+(nearest, so that no surface is invented between two) whose Sobel normals are noise (on 192-px
+data a 1.45× zoom into a 192-px input cost the block's geometry-only 1.000 → 0.768, the disc's
+1.000 → 0.917). When it would magnify less than ``MIN_ROI_ZOOM`` the whole frame is kept (a
+part that fills the view, as in MVTec 3D-AD; a model grid as fine as the frame). The station crops the same rectangle (it is the bundle's ``roi``), so parts must land
 where the training parts did; the margin is the room for what they did not show. Measured on
 synth (192-px data, 128-px input): the hexagon's geometry-only 0.922 → 0.970 (seed 1) and
 0.978 → 0.998 (seed 0) with a 1.6× zoom at the same cost (docs/any-shape.md).
@@ -204,15 +207,18 @@ def parts_box(records: Sequence[SampleRecord]) -> tuple[tuple[int, int, int, int
     return None if box is None or frame is None else (box, frame[1], frame[0])
 
 
-def choose_roi(records: Sequence[SampleRecord]) -> RoiChoice:
+def choose_roi(records: Sequence[SampleRecord], grid: int) -> RoiChoice:
     """The square that holds every training part with ``ROI_MARGIN`` of its side to spare on
-    each side, as fractions of the frame; the whole frame when that square does not fit or
-    would leave less than ``MIN_ROI_ZOOM`` of zoom (module docstring)."""
+    each side, at least ``grid`` (the working grid's side) frame pixels wide, as fractions of
+    the frame; the whole frame when that square does not fit or would leave less than
+    ``MIN_ROI_ZOOM`` of zoom (module docstring)."""
     found = parts_box(records)
     if found is None:
         return RoiChoice(value=None, source="default", images=len(records))
     (x0, y0, x1, y1), w, h = found
-    side = max(x1 - x0, y1 - y0) * (1.0 + 2.0 * ROI_MARGIN)
+    # never narrower than the grid: upsampled depth is blocky (nearest: no invented surfaces),
+    # and Sobel normals of a staircase are noise (the block lost geometry 1.000 -> 0.768)
+    side = max(max(x1 - x0, y1 - y0) * (1.0 + 2.0 * ROI_MARGIN), float(grid))
     common = RoiChoice(value=None, source="data", parts_box_px=(x0, y0, x1, y1),
                        frame_px=(w, h), images=len(records))
     if side * MIN_ROI_ZOOM > min(w, h):
@@ -270,7 +276,7 @@ def choose_from_data(
     if roi is not None:
         r = RoiChoice(value=roi, source="flag")
     elif base.pipeline == "working" and clouds:  # the ROI is the working pipeline's
-        r = choose_roi(clouds)
+        r = choose_roi(clouds, size.value * base.working_scale)
     else:
         r = RoiChoice(value=None, source="default")
     base = base.model_copy(update={"image_size": size.value, "roi": r.value})
