@@ -124,7 +124,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "(recorded in the bundle: the station looks at the same rectangle); with "
                    "--teacher-weights offline and the working pipeline the default is chosen "
                    "from the data: the square that holds every training part with 10%% to "
-                   "spare, or the whole frame (0,0,1,1) when that is no zoom")
+                   "spare and no narrower than the model's grid, or the whole frame (0,0,1,1) when "
+                   "that is no zoom")
     p.add_argument("--rgb-resize", choices=["area", "pil-bilinear"], default="area",
                    help="with --preprocess reference: how RGB, masks and Eyecandies normals are "
                    "resized; pil-bilinear is the authors' (torchvision Resize on PIL), area "
