@@ -42,8 +42,10 @@ the working grid: a zoom must come from the camera's pixels — upsampled depth 
 (nearest, so that no surface is invented between two) whose Sobel normals are noise (on 192-px
 data a 1.45× zoom into a 192-px input cost the block's geometry-only 1.000 → 0.768, the disc's
 1.000 → 0.917). When it would magnify less than ``MIN_ROI_ZOOM`` the whole frame is kept (a
-part that fills the view, as in MVTec 3D-AD; a model grid as fine as the frame). The station crops the same rectangle (it is the bundle's ``roi``), so parts must land
-where the training parts did; the margin is the room for what they did not show. Measured on
+part that fills the view, as in MVTec 3D-AD; a model grid as fine as the frame). The station
+crops the same rectangle (it is the bundle's ``roi``), so parts must land where the training
+parts did; the margin is the room for what they did not show, and a part across the edge is
+flagged in its verdict (``extra.part_at_edge``). Measured on
 synth (192-px data, 128-px input): the hexagon's geometry-only 0.922 → 0.970 (seed 1) and
 0.978 → 0.998 (seed 0) with a 1.6× zoom at the same cost (docs/any-shape.md).
 """
