@@ -89,6 +89,8 @@ def determinism(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
 
+WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)  # an ROI that is the frame: the same view as none
+
 # Settings that change speed or where a run executes, not what it computes: free on resume.
 _RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "deterministic"}
 
@@ -99,6 +101,9 @@ def _check_resume(out: Path, cfg: TrainConfig) -> RunInfo | None:
     info = read_run_info(out)
     old = info.config.model_dump(exclude=_RESUMABLE_CHANGES)
     new = cfg.model_dump(exclude=_RESUMABLE_CHANGES)
+    for d in (old, new):  # no ROI and the whole frame are one view (keep_resumed_choices)
+        if d.get("roi") is not None and tuple(d["roi"]) == WHOLE_FRAME:
+            d["roi"] = None
     if old != new:
         diff = sorted(k for k in new if old.get(k) != new[k])
         raise RunError(
@@ -204,8 +209,8 @@ def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
     update: dict = {}
     if cfg.image_size is None:
         update["image_size"] = resumed.image_size
-    if cfg.roi is None:  # runs from before the ROI choice saw the whole frame
-        update["roi"] = resumed.roi or (0.0, 0.0, 1.0, 1.0)
+    if cfg.roi is None:  # a run that saw the whole frame (None) keeps it, not a new choice
+        update["roi"] = resumed.roi or WHOLE_FRAME
     return cfg.model_copy(update=update)
 
 
