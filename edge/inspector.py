@@ -52,8 +52,8 @@ class Inspection:
     # the bundle scores the part (scoring.region) but this frame's foreground was empty: the
     # whole frame was scored (the verdict says so in extra.scored_on)
     no_part: bool = False
-    # the part reaches the edge of the model's view (PreparedSample.at_edge): it may lie partly
-    # outside the bundle's ROI (the verdict says so in extra.part_at_edge)
+    # the part reaches the edge of the bundle's ROI (PreparedSample.at_edge; bundles with an ROI
+    # narrower than the frame only): it may lie partly outside (verdict extra.part_at_edge)
     part_at_edge: bool = False
     _maps: ScoredMaps | None = field(default=None, repr=False)
 
@@ -111,6 +111,10 @@ class Inspector:
         # the whole map or the part's foreground (scoring.region; calibrate fits on the same)
         self.region: str = bundle.manifest.scoring.region
         self._at_edge = False  # the last frame's part reached the view's edge (warn on change)
+        # only a crop can cut a part the camera sees whole; a part that fills the camera's own
+        # frame (MVTec 3D-AD-like) touches its edge on every frame and is no news
+        roi = self.pre.roi
+        self._cropped = roi is not None and tuple(roi) != (0.0, 0.0, 1.0, 1.0)
 
     @property
     def working_grid(self) -> dict | None:
@@ -188,7 +192,7 @@ class Inspector:
         if no_part:
             log.warning("frame %s: no part in the foreground; scored on the whole frame",
                         frame.frame_number)
-        at_edge = sample is not None and sample.at_edge and not no_part
+        at_edge = self._cropped and sample is not None and sample.at_edge and not no_part
         if at_edge and not self._at_edge:  # once per run of such frames, not at 30 fps
             log.warning("frame %s: the part reaches the edge of the model's view (the bundle's "
                         "ROI); part of it may be outside: place parts where the training parts "

@@ -256,7 +256,8 @@ def test_eval_and_export_follow_the_run(tmp_path: Path, tiny_dataset: Path) -> N
 
 def test_a_part_cut_by_the_roi_is_flagged_in_the_verdict(tmp_path: Path) -> None:
     """An ROI chosen from the training parts (trainer/choices.py) is tight: a part that lands
-    across its edge is seen only in part. The verdict says so; a part inside it does not."""
+    across its edge is seen only in part. The verdict says so; a part inside it, or one the
+    camera's own frame cuts (no crop), does not."""
     from conftest_export import write_toy_bundle
 
     ref = ModelRef(id="toy", sha256="0" * 64, variant="toy")
@@ -271,3 +272,11 @@ def test_a_part_cut_by_the_roi_is_flagged_in_the_verdict(tmp_path: Path) -> None
         assert all(((v.extra or {}).get("part_at_edge") is not None) == r.part_at_edge
                    for v, r in zip(verdicts, results, strict=True))
     assert flags == {"whole": [False] * 3, "left-half": [True] * 3}
+    # without a crop, a part the camera itself cuts is not flagged: a part that fills the view
+    # (MVTec 3D-AD-like) would be, on every frame
+    whole = _inspector(tmp_path / "whole")
+    for f in _frames(2):
+        half = dataclasses.replace(f, rgb=f.rgb[:, :32].copy(), xyz=f.xyz[:, :32].copy())
+        sample, _ = whole.prepare(half)
+        assert sample.at_edge  # the sample says where the part lies ...
+        assert not whole.inspect(half).part_at_edge  # ... the verdict only flags a crop
