@@ -16,7 +16,13 @@ from edge.backends.base import Backend
 from edge.bundle import Bundle, BundleError, model_inputs
 from edge.frames import Frame
 from edge.processing.pose import Pose
-from edge.processing.preprocess import PreparedSample, PreprocessConfig, preprocess, roi_pixels
+from edge.processing.preprocess import (
+    WHOLE_FRAME,
+    PreparedSample,
+    PreprocessConfig,
+    preprocess,
+    roi_pixels,
+)
 from edge.processing.scoring import (
     Region,
     ScoredMaps,
@@ -114,7 +120,7 @@ class Inspector:
         # only a crop can cut a part the camera sees whole; a part that fills the camera's own
         # frame (MVTec 3D-AD-like) touches its edge on every frame and is no news
         roi = self.pre.roi
-        self._cropped = roi is not None and tuple(roi) != (0.0, 0.0, 1.0, 1.0)
+        self._cropped = roi is not None and tuple(roi) != WHOLE_FRAME
 
     @property
     def working_grid(self) -> dict | None:
@@ -161,7 +167,7 @@ class Inspector:
         h, w = frame.size
         if frame.meta.get("working_grid") is not None:  # the frame is the ROI's working grid
             ch, cw = frame.meta.get("camera_size", (h, w))
-            fx0, fy0, fx1, fy1 = self.pre.roi or (0.0, 0.0, 1.0, 1.0)
+            fx0, fy0, fx1, fy1 = self.pre.roi or WHOLE_FRAME
             return (0.0, 0.0, float(w), float(h)), (fx0 * cw, fy0 * ch, fx1 * cw, fy1 * ch)
         if self.pre.pipeline == "working":
             view = tuple(float(v) for v in roi_pixels(self.pre, h, w))

@@ -59,7 +59,7 @@ import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
-from edge.datasets.dataset_io import SampleRecord, load_raw
+from edge.datasets.dataset_io import SampleRecord, load_raw, read_xyz_tiff
 from edge.processing.geometry import fit_background_plane, foreground_mask
 from edge.processing.pose import interior_ink, outline_harmonics, pose_auto, symmetry_order
 from edge.processing.preprocess import PreprocessConfig, preprocess
@@ -196,7 +196,7 @@ def parts_box(records: Sequence[SampleRecord]) -> tuple[tuple[int, int, int, int
     frame's width and height; None when no record shows a part or the frames differ in size."""
     box, frame = None, None
     for r in records:
-        xyz = load_raw(r).xyz
+        xyz = read_xyz_tiff(r.geom_path)  # the colour image is not needed here
         if frame not in (None, xyz.shape[:2]):
             return None
         frame = xyz.shape[:2]

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from edge.datasets.dataset_io import dataset_kind, list_samples
-from edge.processing.preprocess import PreprocessConfig, sobel_ksize_for
+from edge.processing.preprocess import WHOLE_FRAME, PreprocessConfig, sobel_ksize_for
 from edge.sources.acquisition import read_acquisition
 from trainer.choices import AutoChoices, choose_from_data, describe
 from trainer.data import make_loader
@@ -88,8 +88,6 @@ def determinism(enabled: bool) -> Iterator[None]:
         cudnn.deterministic, cudnn.benchmark = saved[0], saved[1]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
 
-
-WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)  # an ROI that is the frame: the same view as none
 
 # Settings that change speed or where a run executes, not what it computes: free on resume.
 _RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "deterministic"}
@@ -276,7 +274,7 @@ def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
         info = json.loads(record.read_text())
         first = list_samples(cfg.data_root, cfg.category, "train")[0]
         width = load_raw(first).rgb.shape[1]
-        x0, _, x1, _ = cfg.roi or (0.0, 0.0, 1.0, 1.0)
+        x0, _, x1, _ = cfg.roi or WHOLE_FRAME
         corr = float(info["noise_correlation_px"]) * cfg.image_size / (width * (x1 - x0))
         sigma = depth_smoothing_for(corr)
         print(f"depth smoothing σ = {sigma:g} model px (the camera record's noise correlation "

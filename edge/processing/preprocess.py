@@ -31,6 +31,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "SOBEL_KSIZE_BY_CATEGORY",
+    "WHOLE_FRAME",
     "PreparedSample",
     "PreprocessConfig",
     "RgbResize",
@@ -45,6 +46,8 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The ROI that is the whole frame: the view a config without ``roi`` has.
+WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
 
 # Per-class Sobel aperture of the reference normal pipeline (§9.4); every other class uses 5.
 SOBEL_KSIZE_BY_CATEGORY: dict[str, int] = {"cookie": 3, "dowel": 7, "foam": 7, "tire": 7}
@@ -411,7 +414,7 @@ def preprocess(
 
 def roi_pixels(cfg: PreprocessConfig, height: int, width: int) -> tuple[int, int, int, int]:
     """The ROI of a ``height × width`` frame in whole pixels (x0, y0, x1, y1)."""
-    fx0, fy0, fx1, fy1 = cfg.roi or (0.0, 0.0, 1.0, 1.0)
+    fx0, fy0, fx1, fy1 = cfg.roi or WHOLE_FRAME
     x0, y0 = int(round(fx0 * width)), int(round(fy0 * height))
     x1, y1 = int(round(fx1 * width)), int(round(fy1 * height))
     if x1 - x0 < 8 or y1 - y0 < 8:
