@@ -106,6 +106,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "image (0 = off). Default: from the data set's camera record (trd-edge synth "
                    "--sensor): on for fine-grained noise such as a D405's, else off "
                    "(docs/sensor-model.md); the bundle records it for the station")
+    p.add_argument("--heights", choices=["camera", "plane"], default=None,
+                   help="working pipeline: the 3D image from camera z or from heights above "
+                   "the fitted table plane (the table's tilt does not reach the normals). "
+                   "Default plane when parts are aligned (--align other than none), else camera; "
+                   "recorded in the bundle")
     p.add_argument("--align", choices=["none", "principal-axis", "auto"], default=None,
                    help="pose normalisation before the model (training and station alike) for "
                    "parts that lie at any angle: principal-axis (elongated parts), auto (any "

@@ -49,6 +49,9 @@ def main() -> None:
                    help="where image scores are taken (default: trd-edge train's)")
     p.add_argument("--fill-dropouts", default=None, choices=["on", "off"],
                    help="fill the part's depth dropouts (default: trd-edge train's, on for working)")
+    p.add_argument("--depth-smoothing", type=float, default=None,
+                   help="σ in model pixels (default: the data's rule, 0 on synth)")
+    p.add_argument("--heights", default=None, choices=["camera", "plane"])
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size, or 192)")
     p.add_argument("--jsonl", type=Path, default=None)
@@ -66,7 +69,10 @@ def main() -> None:
                           n_test_per_defect=20, seed=seed, progress=False)
         for cat in a.categories:
             tag = (f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}"
-                   f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}-s{seed}")
+                   f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}"
+                   + ("" if a.depth_smoothing is None else f"-g{a.depth_smoothing:g}")
+                   + ("" if a.heights is None else f"-h{a.heights}")
+                   + f"-s{seed}")
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
                 data_root=str(data), category=cat, modality="normal", backbone="resnet18",
@@ -75,6 +81,7 @@ def main() -> None:
                 teacher_weights=a.teacher, seed=seed, align=a.align, augment=a.augment,
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,
+                depth_smoothing=a.depth_smoothing, heights=a.heights,
                 fill_dropouts=None if a.fill_dropouts is None else a.fill_dropouts == "on",
             )
             t0 = time.perf_counter()

@@ -147,6 +147,10 @@ def test_choices_are_printed_and_resolved(tmp_path: Path, capsys):
     assert resolved.align == choices.align.value == "auto"
     assert resolved.sobel_ksize == choices.sobel_ksize.value
     assert preprocess_config_for(resolved).sobel_ksize == choices.sobel_ksize.value
+    # no camera record: the smoothing follows the noise's grain (synth: pixel noise → σ 3)
+    assert "depth smoothing σ 3 px (data: depth noise correlated over " in out
+    assert resolved.depth_smoothing == choices.depth_smoothing.value == 3.0
+    assert preprocess_config_for(resolved).depth_smoothing == 3.0
     # without choose_from_data nothing is chosen: the old defaults
     plain, none = resolve_choices(cfg.model_copy(update={"choose_from_data": False}))
     assert none is None and plain.align == "none" and plain.sobel_ksize is None

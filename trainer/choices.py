@@ -1,7 +1,7 @@
-"""Choices that make themselves: the model's input size, region of interest, Sobel aperture and
-pose alignment, from the good training images (issue 13). Torch-free; `trainer.train` calls
-`choose_from_data` for settings the user left open and records the result in run.json
-(``auto_choices``).
+"""Choices that make themselves: the model's input size, region of interest, Sobel aperture,
+pose alignment, heights and depth smoothing, from the good training images (issue 13).
+Torch-free; `trainer.train` calls `choose_from_data` for settings the user left open and records
+the result in run.json (``auto_choices``).
 
 **Alignment.** A part in a fixture sits at one place and angle; a part on a conveyor moves and
 turns. `edge.processing.pose.pose_auto` on the good training images gives each one's centroid and angle:
@@ -17,8 +17,24 @@ noise the normals of its flat top saturate with noise and a bump no longer shows
 (docs/offline-teachers.md: the synthetic puck 0.81 → 1.00 with 3 taps, the bracket 0.84 → 0.55).
 We measure that directly: the median tilt of the normals on the part's interior (mostly flat top,
 the rim eroded away) for each aperture, and keep the largest aperture whose tilt stays at most
-``MAX_FLAT_TILT_DEG``. Measured at 128 px: puck 5 taps 41°, bracket 5 taps 27°, 7 taps ≥ 80° on
-every part, 3 taps ≤ 8° (docs/any-shape.md); the threshold sits between the two parts we know.
+``MAX_FLAT_TILT_DEG``. Measured at 128 px on camera z: puck 5 taps 41°, bracket 5 taps 27°, 7
+taps ≥ 80° on every part, 3 taps ≤ 8° (docs/any-shape.md); the threshold sits between the two
+parts we know. It is measured on the heights the run will use (`heights_for`: above the table
+for turned parts, where the bracket's 5 taps read 17°) but before any depth smoothing, which
+widens steps and holes until the median counts them as tilt.
+
+**Heights.** A turned part meets the table's tilt from a different side on every image, so on
+camera z its flat top takes a different normal each time; heights above the fitted table carry
+the part only (`edge.processing.geometry.plane_depth`, `heights_for`).
+
+**Depth smoothing.** The camera-record rule (`edge.datasets.sensors.depth_smoothing_for`:
+σ = 3 model px for noise whose grain is under 3 model px, none for coarser noise, where a
+low-pass removes more of a dent's rim than noise — docs/sensor-model.md) needs the noise's
+correlation length; without a record it is measured on the good parts: the median absolute
+height difference of neighbours over that of points 8 px apart (`variogram_ratio`) gives it
+for Gaussian-correlated noise (`correlation_length`). On synth bracket data: pixel noise
+0.7 data px (the default synth), D405 at 0.2 m 3.0 px (its record: 2.5), D435 at 0.55 m
+longer than the lag (its record: 10.2).
 
 **Input size.** A print is fine detail the RGB branch must resolve: on the printed block a
 stain over the grid needs 192 px (colour-only 0.88 at 128 px, 0.99 at 192 px), while a plain
@@ -54,20 +70,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import BaseModel, Field
 
 from edge.datasets.dataset_io import SampleRecord, load_raw, read_xyz_tiff
-from edge.processing.geometry import fit_background_plane, foreground_mask
+from edge.datasets.sensors import FINE_NOISE_MAX_PX, depth_smoothing_for
+from edge.processing.geometry import fit_background_plane, foreground_mask, plane_depth
 from edge.processing.pose import interior_ink, outline_harmonics, pose_auto, symmetry_order
-from edge.processing.preprocess import PreprocessConfig, preprocess
+from edge.processing.preprocess import WHOLE_FRAME, PreprocessConfig, preprocess
 
 APERTURES = (3, 5, 7)
 MAX_FLAT_TILT_DEG = 33.0  # median interior normal tilt an aperture may reach (noise, not shape)
 FIXTURE_SHIFT = 0.015  # centroid spread (std, fraction of the frame side) of a fixtured part
 FIXTURE_TURN = 3.0  # angle spread (deg) of a fixtured part
+VARIOGRAM_FAR_PX = 8  # the far lag of `variogram_ratio` (beyond a D435's ~7-px grain at 128)
 MAX_IMAGES = 16  # good training images looked at (evenly spread over the split)
 IMAGE_SIZES = (128, 192)  # a plain part's input side, a printed part's
 MIN_INK_SHARE = 0.08  # share of the part's interior that is print, from which it is "printed"
@@ -118,6 +137,16 @@ class RoiChoice(BaseModel):
     images: int = 0
 
 
+class SmoothingChoice(BaseModel):
+    """How the depth smoothing was chosen."""
+
+    value: float = Field(description="σ in model pixels (0 = off)")
+    source: str = Field(description="'data'")
+    noise_correlation_px: float | None = Field(
+        None, description="the depth noise's correlation length measured on the parts' flat "
+        "places, model pixels (None: no noise measurable)")
+
+
 class AutoChoices(BaseModel):
     """run.json ``auto_choices``: what was chosen from the good training images, and why."""
 
@@ -125,6 +154,8 @@ class AutoChoices(BaseModel):
     sobel_ksize: SobelChoice | None = None  # None for the depth modality
     image_size: SizeChoice | None = None  # None in runs recorded before the choice existed
     roi: RoiChoice | None = None  # None in runs recorded before the choice existed
+    # None: given (flag), taken from the camera record, or recorded before the choice existed
+    depth_smoothing: SmoothingChoice | None = None
     images: int = 0
 
 
@@ -246,6 +277,59 @@ def flat_tilt(raws: list, cfg: PreprocessConfig) -> float:
     return float(np.median(meds)) if meds else 0.0
 
 
+def variogram_ratio(xyz: np.ndarray, far: int = VARIOGRAM_FAR_PX) -> float | None:
+    """How much of the depth noise changes from one pixel to the next: the median absolute
+    height difference between neighbours over that between points ``far`` pixels apart, on
+    the part (heights above the table, rim eroded). Medians: steps and holes are few pixels
+    and do not move them. About 1 for pixel-independent noise, ``1/far`` for noise correlated
+    over much more than ``far``. None where nothing varies (a part quantised flat)."""
+    plane = fit_background_plane(xyz)
+    fg = foreground_mask(xyz, plane=plane)
+    z = plane_depth(xyz, plane).astype(np.float64)
+    on = (cv2.erode(fg.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0) & (z != 0)
+
+    def spread(lag: int) -> float:
+        a = on[:, :-lag] & on[:, lag:]
+        b = on[:-lag] & on[lag:]
+        d = np.concatenate([(z[:, lag:] - z[:, :-lag])[a], (z[lag:] - z[:-lag])[b]])
+        return float(np.median(np.abs(d))) if d.size else 0.0
+
+    near, wide = spread(1), spread(far)
+    return near / wide if near > 0 and wide > 0 else None
+
+
+def correlation_length(ratio: float, far: int = VARIOGRAM_FAR_PX) -> float:
+    """The noise's correlation length (px; its autocorrelation falls to 1/e there) that gives
+    a `variogram_ratio` of ``ratio`` for Gaussian-correlated noise, whose variogram is
+    ``1 − exp(−(l/L)²)``: bisection (the ratio falls monotonically with L). ``inf`` below the
+    ratio of infinitely long correlation (1/far)."""
+    def model(length: float) -> float:
+        return math.sqrt(-math.expm1(-1.0 / length**2) / -math.expm1(-(far / length) ** 2))
+
+    if ratio <= 1.0 / far:
+        return math.inf
+    lo, hi = 1e-3, 1e4
+    if ratio >= model(lo):
+        return 0.0
+    for _ in range(100):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if model(mid) > ratio else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def choose_depth_smoothing(raws: list, model_px_per_data_px: float) -> SmoothingChoice:
+    """σ from the depth noise's grain, by the camera-record rule
+    (`edge.datasets.sensors.depth_smoothing_for`): the correlation length is measured on the
+    good parts (`variogram_ratio`, median over images) instead of read from ``sensor.json``."""
+    ratios = [r for r in (variogram_ratio(raw.xyz) for raw in raws) if r is not None]
+    if not ratios:
+        return SmoothingChoice(value=0.0, source="data")
+    length = correlation_length(float(np.median(ratios))) * model_px_per_data_px
+    return SmoothingChoice(value=depth_smoothing_for(length), source="data",
+                           noise_correlation_px=round(length, 2) if math.isfinite(length)
+                           else None)
+
+
 def choose_sobel(raws: list, base: PreprocessConfig) -> SobelChoice:
     """The largest aperture whose flat-surface normal tilt stays ≤ ``MAX_FLAT_TILT_DEG``."""
     tilts = {k: flat_tilt(raws, base.model_copy(update={"sobel_ksize": k})) for k in APERTURES}
@@ -256,6 +340,14 @@ def choose_sobel(raws: list, base: PreprocessConfig) -> SobelChoice:
     )
 
 
+def heights_for(pipeline: str, align: str) -> Literal["camera", "plane"]:
+    """What the 3D image is computed from when the user left it open: heights above the table
+    for the working pipeline when parts are turned to their pose (the table's tilt would reach
+    each turned part from another side), camera z otherwise (a fixtured part's inputs stay
+    exactly as before; the reference pipeline is the authors')."""
+    return "plane" if pipeline == "working" and align != "none" else "camera"
+
+
 def choose_from_data(
     records: Sequence[SampleRecord],
     base: PreprocessConfig,
@@ -263,11 +355,16 @@ def choose_from_data(
     sobel_ksize: int | None,
     image_size: int | None = None,
     roi: tuple[float, float, float, float] | None = None,
+    heights: str | None = None,
+    smoothing: bool = False,
 ) -> AutoChoices:
     """Fill in the input size, region of interest, alignment and Sobel aperture left open
     (None) from the good training ``records``; given values are kept (``source="flag"``).
     ``base`` is the run's other preprocessing settings (its image size and ROI are replaced by
-    the chosen ones; the aperture is measured through the chosen ROI)."""
+    the chosen ones; the aperture is measured through the chosen ROI, on ``heights`` or, left
+    open, on what `heights_for` gives the chosen alignment). ``smoothing``: choose the depth
+    smoothing too (`choose_depth_smoothing`; left to the caller when a flag or a camera record
+    gives it)."""
     clouds = [r for r in records if r.kind != "eyecandies"]
     sample = _spread(clouds, MAX_IMAGES)
     raws = [load_raw(r) for r in sample]
@@ -289,11 +386,20 @@ def choose_from_data(
     s = None
     if base.modality == "normal":
         if sobel_ksize is None and raws:
-            s = choose_sobel(raws, base.model_copy(update={"align": a.value}))
+            h = heights or heights_for(base.pipeline, a.value)
+            # on unsmoothed heights: smoothing widens steps and holes, which the median then
+            # counts as tilt (the bracket flipped to 3 taps and lost geometry 0.95 → 0.65)
+            s = choose_sobel(raws, base.model_copy(
+                update={"align": a.value, "heights": h, "depth_smoothing": 0.0}))
         else:  # given, or no point clouds to measure (preprocessed Eyecandies): the default
             s = SobelChoice(value=sobel_ksize or base.sobel_ksize,
                             source="flag" if sobel_ksize is not None else "default")
-    return AutoChoices(align=a, sobel_ksize=s, image_size=size, roi=r, images=len(raws))
+    g = None
+    if smoothing and raws:
+        x0, _, x1, _ = r.value or WHOLE_FRAME
+        g = choose_depth_smoothing(raws, size.value / (raws[0].xyz.shape[1] * (x1 - x0)))
+    return AutoChoices(align=a, sobel_ksize=s, image_size=size, roi=r, depth_smoothing=g,
+                       images=len(raws))
 
 
 def describe(choices: AutoChoices) -> str:
@@ -328,4 +434,12 @@ def describe(choices: AutoChoices) -> str:
                      f"{r.parts_box_px[2]}, y {r.parts_box_px[1]}–{r.parts_box_px[3]} of "
                      f"{r.frame_px[0]}×{r.frame_px[1]} px; margin {ROI_MARGIN:.0%}")
         parts.insert(1 if z is not None else 0, f"{where} ({r.source}{extra})")
+    g = choices.depth_smoothing
+    if g is not None:
+        grain = ("no depth noise measurable" if g.noise_correlation_px is None and g.value == 0
+                 else "depth noise correlated over "
+                 + ("more than the part" if g.noise_correlation_px is None
+                    else f"{g.noise_correlation_px:.1f} model px")
+                 + f"; smoothed below {FINE_NOISE_MAX_PX:g} px")
+        parts.append(f"depth smoothing σ {g.value:g} px ({g.source}: {grain})")
     return f"chosen from {choices.images} good training images: " + "; ".join(parts)

@@ -44,6 +44,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         rgb_resize=getattr(args, "rgb_resize", "area"),
         score_region=getattr(args, "score_region", None),
         fill_dropouts=None,
+        heights=getattr(args, "heights", None),
     )
 
 

@@ -82,8 +82,9 @@ class TrainConfig(BaseModel):
     # Runs recorded before it have no key: no smoothing.
     depth_smoothing: float | None = Field(
         0.0, ge=0, description="σ (model px) of the height smoothing before the 3D image "
-        "(PreprocessConfig.depth_smoothing; 0 = off; None = from the data set's camera record, "
-        "trainer.train.resolve_depth_smoothing)",
+        "(PreprocessConfig.depth_smoothing; 0 = off; None = from the data set's camera record "
+        "(trainer.train.resolve_depth_smoothing), or without one and with choose_from_data "
+        "from the depth noise's grain on the good parts (trainer.choices))",
     )
     align: Literal["none", "principal-axis", "auto"] | None = Field(
         "none", description="pose normalisation of freely lying parts (edge/processing/pose.py); None: "
@@ -114,6 +115,12 @@ class TrainConfig(BaseModel):
         False, description="fill the part's depth dropouts before the 3D image "
         "(PreprocessConfig.fill_dropouts; working pipeline only); None: on for the working "
         "pipeline (trainer.train.resolve_fill_dropouts)",
+    )
+    # Runs recorded before it have no key: camera z.
+    heights: Literal["camera", "plane"] | None = Field(
+        "camera", description="what the 3D image is computed from (PreprocessConfig.heights; "
+        "working pipeline only); None: heights above the table for the working pipeline "
+        "(trainer.train.resolve_heights)",
     )
     # Runs recorded before it have no key: they scored the whole frame.
     score_region: Literal["frame", "part"] | None = Field(

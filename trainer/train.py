@@ -19,7 +19,7 @@ from tqdm import tqdm
 from edge.datasets.dataset_io import dataset_kind, list_samples
 from edge.processing.preprocess import WHOLE_FRAME, PreprocessConfig, sobel_ksize_for
 from edge.sources.acquisition import read_acquisition
-from trainer.choices import AutoChoices, choose_from_data, describe
+from trainer.choices import AutoChoices, choose_from_data, describe, heights_for
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
 from trainer.loss import branch_loss
@@ -60,6 +60,7 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
         pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
         depth_smoothing=cfg.depth_smoothing or 0.0,
         fill_dropouts=bool(cfg.fill_dropouts) and cfg.preprocess == "working",
+        heights=(cfg.heights or "camera") if cfg.preprocess == "working" else "camera",
     )
 
 
@@ -169,6 +170,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     cfg = resolve_fill_dropouts(cfg, Path(out))  # before the choices: they see its inputs
     cfg = keep_resumed_choices(cfg, Path(out))
     cfg, choices = resolve_choices(cfg)
+    cfg = resolve_heights(cfg)
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
     with determinism(cfg.deterministic):
@@ -186,7 +188,9 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
     base = preprocess_config_for(cfg.model_copy(
         update={"align": "none", "image_size": cfg.image_size or DEFAULT_IMAGE_SIZE}))
     choices = choose_from_data(records, base, cfg.align, cfg.sobel_ksize, cfg.image_size,
-                               cfg.roi)
+                               cfg.roi, cfg.heights,
+                               smoothing=cfg.depth_smoothing is None
+                               and not _sensor_record(cfg).is_file())
     print(describe(choices), flush=True)
     update: dict = {"align": choices.align.value}
     if choices.roi is not None:
@@ -195,12 +199,15 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
         update["image_size"] = choices.image_size.value
     if choices.sobel_ksize is not None:
         update["sobel_ksize"] = choices.sobel_ksize.value
+    if choices.depth_smoothing is not None:
+        update["depth_smoothing"] = choices.depth_smoothing.value
     return cfg.model_copy(update=update), choices
 
 
 def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
-    """``cfg`` with the input size and ROI left open (None) taken from the run being resumed
-    in ``out``, so that the data cannot choose differently halfway; unchanged for a new run."""
+    """``cfg`` with the input size, ROI, heights and depth smoothing left open (None) taken
+    from the run being resumed in ``out``, so that the data cannot choose differently halfway; unchanged for a new
+    run."""
     resumed = _resumed_config(out)
     if resumed is None:
         return cfg
@@ -209,7 +216,25 @@ def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
         update["image_size"] = resumed.image_size
     if cfg.roi is None:  # a run that saw the whole frame (None) keeps it, not a new choice
         update["roi"] = resumed.roi or WHOLE_FRAME
+    if cfg.heights is None:  # a run.json without the key: camera z
+        update["heights"] = resumed.heights or "camera"
+    if cfg.depth_smoothing is None:
+        update["depth_smoothing"] = resumed.depth_smoothing or 0.0
     return cfg.model_copy(update=update)
+
+
+def resolve_heights(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``heights`` filled in when None (after the alignment is chosen; a resumed
+    run already has its own from `keep_resumed_choices`): `trainer.choices.heights_for`,
+    printed."""
+    if cfg.heights is not None:
+        return cfg
+    heights = heights_for(cfg.preprocess, cfg.align or "none")
+    why = ("parts are turned to their pose: the table's tilt would reach each from another side"
+           if heights == "plane" else "no turn, or the reference pipeline: camera z as before")
+    print(f"3D image from {'heights above the table' if heights == 'plane' else 'camera z'} "
+          f"({why})", flush=True)
+    return cfg.model_copy(update={"heights": heights})
 
 
 def _resumed_config(out: Path | None) -> TrainConfig | None:
@@ -259,13 +284,19 @@ def resolve_fill_dropouts(cfg: TrainConfig, out: Path | None = None) -> TrainCon
     return cfg.model_copy(update={"fill_dropouts": fill})
 
 
+def _sensor_record(cfg: TrainConfig) -> Path:
+    """Where a data set keeps its camera record (written by ``trd-edge synth --sensor``)."""
+    return Path(cfg.data_root) / cfg.category / "calibration" / "sensor.json"
+
+
 def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``depth_smoothing`` filled in when None: from the data set's camera record
-    (``<category>/calibration/sensor.json``, written by ``trd-edge synth --sensor``) by
-    `edge.datasets.sensors.depth_smoothing_for`, else 0 (off). The choice is printed."""
+    """``cfg`` with ``depth_smoothing`` filled in when still None (not given, not chosen from
+    the data: `resolve_choices`): from the data set's camera record
+    (``<category>/calibration/sensor.json``) by `edge.datasets.sensors.depth_smoothing_for`,
+    else 0 (off). The choice is printed."""
     if cfg.depth_smoothing is not None:
         return cfg
-    record = Path(cfg.data_root) / cfg.category / "calibration" / "sensor.json"
+    record = _sensor_record(cfg)
     sigma = 0.0
     if record.is_file():
         from edge.datasets.dataset_io import load_raw

@@ -19,6 +19,7 @@ __all__ = [
     "check_xyz",
     "depth_to_xyz",
     "fill_dropouts",
+    "plane_depth",
     "fill_holes",
     "fit_background_plane",
     "foreground_mask",
@@ -47,6 +48,29 @@ class Plane:
                 "make sure the image corners show the background surface"
             )
         return np.abs(xyz.astype(np.float64, copy=False) @ self.normal - self.offset) / norm
+
+
+def plane_depth(xyz: np.ndarray, plane: Plane) -> np.ndarray:
+    """Per-pixel depth as if the camera looked straight down on the background plane: the
+    camera's distance to the plane minus each point's height above it (H×W float32, 0 where
+    the cloud has no return).
+
+    Camera z mixes the part's shape with the table's tilt *as the camera sees it*; once a part
+    is turned to its canonical pose that tilt arrives from a different side on every part, so
+    its flat top takes a different normal each time (docs/any-shape.md). Heights above the
+    fitted plane carry the part only. Points on the camera's side of the plane have positive
+    height, whichever way the plane's normal points.
+    """
+    norm = float(np.linalg.norm(plane.normal))
+    if norm == 0.0:
+        raise ValueError(
+            "degenerate background plane (the three corner points are collinear or missing); "
+            "make sure the image corners show the background surface"
+        )
+    side = -1.0 if plane.offset > 0 else 1.0  # the camera (origin) is at height +|offset|/|n|
+    height = (xyz.astype(np.float64, copy=False) @ plane.normal - plane.offset) * (side / norm)
+    depth = abs(plane.offset) / norm - height
+    return np.where(xyz[..., 2] != 0, depth, 0.0).astype(np.float32)
 
 
 def check_xyz(xyz: np.ndarray, name: str = "xyz") -> np.ndarray:

@@ -22,6 +22,7 @@ from edge.processing.geometry import (
     fit_background_plane,
     foreground_mask,
     normals_image,
+    plane_depth,
 )
 from edge.processing.pose import Pose, estimate_pose, pose_auto, pose_from_mask
 from edge.processing.registration import area_resize
@@ -92,6 +93,12 @@ class PreprocessConfig(BaseModel):
         "foreground) from the part's valid heights around them before the 3D image "
         "(edge.processing.geometry.fill_dropouts); `trd-edge train` sets it for the working "
         "pipeline. Off: what `fill_holes` leaves of a dropout reaches the normals as a spike.",
+    )
+    heights: Literal["camera", "plane"] = Field(
+        "camera",
+        description="'working' only: the 3D image from camera z ('camera', the authors' and "
+        "every bundle before it) or from heights above the fitted background plane ('plane': "
+        "the table's tilt does not reach the normals; edge.processing.geometry.plane_depth).",
     )
     align: Literal["none", "principal-axis", "auto"] = Field(
         "none",
@@ -451,7 +458,8 @@ def _preprocess_working(
     fg = foreground_mask(xyz, cfg.plane_distance, cfg.closing_iterations, plane=plane)
     at_edge = bool(fg[0].any() or fg[-1].any() or fg[:, 0].any() or fg[:, -1].any())
     pose = None
-    z = np.ascontiguousarray(xyz[..., 2])  # from here on only heights are needed
+    # from here on only heights are needed
+    z = plane_depth(xyz, plane) if cfg.heights == "plane" else np.ascontiguousarray(xyz[..., 2])
     if cfg.fill_dropouts:
         z = fill_dropouts(z, fg)
     if cfg.align != "none":
