@@ -127,3 +127,5 @@ def test_train_uses_plane_heights_where_parts_are_turned(pipeline, align, expect
     # asked for on the reference path, the bundle still records what the pipeline does
     forced = TrainConfig(data_root="d", category="c", preprocess="reference", heights="plane")
     assert preprocess_config_for(forced).heights == "camera"
+    with pytest.raises(ValueError, match="working pipeline only"):
+        resolve_heights(forced)

@@ -226,7 +226,14 @@ def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
 def resolve_heights(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``heights`` filled in when None (after the alignment is chosen; a resumed
     run already has its own from `keep_resumed_choices`): `trainer.choices.heights_for`,
-    printed."""
+    printed. Heights above the table with the reference pipeline are refused (it computes the
+    authors' 3D image)."""
+    if cfg.heights == "plane" and cfg.preprocess != "working":
+        raise ValueError(
+            "--heights plane applies to the working pipeline only: the reference pipeline "
+            "computes the authors' normals from camera z; drop --preprocess reference or "
+            "--heights plane"
+        )
     if cfg.heights is not None:
         return cfg
     heights = heights_for(cfg.preprocess, cfg.align or "none")

@@ -39,15 +39,19 @@ class Plane:
     normal: np.ndarray
     offset: float
 
-    def distance(self, xyz: np.ndarray) -> np.ndarray:
-        """Unsigned point-to-plane distance for an ``H×W×3`` cloud, same units as the cloud."""
+    def norm(self) -> float:
+        """Length of ``normal``; raises for a degenerate plane (no normal)."""
         norm = float(np.linalg.norm(self.normal))
         if norm == 0.0:
             raise ValueError(
                 "degenerate background plane (the three corner points are collinear or missing); "
                 "make sure the image corners show the background surface"
             )
-        return np.abs(xyz.astype(np.float64, copy=False) @ self.normal - self.offset) / norm
+        return norm
+
+    def distance(self, xyz: np.ndarray) -> np.ndarray:
+        """Unsigned point-to-plane distance for an ``H×W×3`` cloud, same units as the cloud."""
+        return np.abs(xyz.astype(np.float64, copy=False) @ self.normal - self.offset) / self.norm()
 
 
 def plane_depth(xyz: np.ndarray, plane: Plane) -> np.ndarray:
@@ -61,12 +65,7 @@ def plane_depth(xyz: np.ndarray, plane: Plane) -> np.ndarray:
     fitted plane carry the part only. Points on the camera's side of the plane have positive
     height, whichever way the plane's normal points.
     """
-    norm = float(np.linalg.norm(plane.normal))
-    if norm == 0.0:
-        raise ValueError(
-            "degenerate background plane (the three corner points are collinear or missing); "
-            "make sure the image corners show the background surface"
-        )
+    norm = plane.norm()
     side = -1.0 if plane.offset > 0 else 1.0  # the camera (origin) is at height +|offset|/|n|
     height = (xyz.astype(np.float64, copy=False) @ plane.normal - plane.offset) * (side / norm)
     depth = abs(plane.offset) / norm - height
