@@ -105,7 +105,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="σ in model pixels of a Gaussian on the part's heights before the 3D "
                    "image (0 = off). Default: from the data set's camera record (trd-edge synth "
                    "--sensor): on for fine-grained noise such as a D405's, else off "
-                   "(docs/sensor-model.md); the bundle records it for the station")
+                   "(docs/sensor-model.md); without a record and with --teacher-weights "
+                   "offline the same rule on the noise grain measured on the good parts "
+                   "(docs/any-shape.md); the bundle records it for the station")
     p.add_argument("--heights", choices=["camera", "plane"], default=None,
                    help="working pipeline: the 3D image from camera z or from heights above "
                    "the fitted table plane (the table's tilt does not reach the normals). "
