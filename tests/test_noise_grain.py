@@ -14,6 +14,7 @@ from edge.datasets.sensors import FINE_NOISE_SMOOTHING_PX
 from edge.processing.geometry import depth_to_xyz
 from trainer.choices import (
     AutoChoices,
+    SmoothingChoice,
     choose_depth_smoothing,
     correlation_length,
     describe,
@@ -60,7 +61,8 @@ def test_a_part_quantised_flat_has_no_measurable_noise() -> None:
 
 def _raws(noise_mm: float, grain: float) -> list[RawSample]:
     rgb = np.zeros((N, N, 3), np.uint8)
-    return [RawSample(rgb=rgb, xyz=_plate(noise_mm, grain, seed), normals=None, gt=None) for seed in range(3)]
+    return [RawSample(rgb=rgb, xyz=_plate(noise_mm, grain, seed), normals=None, gt=None)
+            for seed in range(3)]
 
 
 def test_fine_noise_is_smoothed_coarse_noise_is_not() -> None:
@@ -74,6 +76,14 @@ def test_fine_noise_is_smoothed_coarse_noise_is_not() -> None:
     line = describe(AutoChoices(align={"value": "none", "source": "flag"},
                                 depth_smoothing=fine))
     assert f"depth smoothing σ {FINE_NOISE_SMOOTHING_PX:g} px (data" in line
+    assert fine.images == coarse.images == 3
+    # noise coarser than the measurement reaches is not "no noise": the line tells them apart
+    lines = {n: describe(AutoChoices(align={"value": "none", "source": "flag"},
+                                     depth_smoothing=SmoothingChoice(
+                                         value=0.0, source="data", images=n)))
+             for n in (0, 3)}
+    assert "no depth noise measurable" in lines[0]
+    assert "correlated over longer than the measurement reaches" in lines[3]
 
 
 @pytest.mark.parametrize(("sensor", "distance"), [("d405", 0.2), ("d435", 0.55)])

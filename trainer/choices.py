@@ -143,8 +143,9 @@ class SmoothingChoice(BaseModel):
     value: float = Field(description="σ in model pixels (0 = off)")
     source: str = Field(description="'data'")
     noise_correlation_px: float | None = Field(
-        None, description="the depth noise's correlation length measured on the parts' flat "
-        "places, model pixels (None: no noise measurable)")
+        None, description="the depth noise's correlation length measured on the parts, model "
+        "pixels (None: longer than the measurement reaches, or nothing measurable)")
+    images: int = Field(0, description="images whose depth noise could be measured")
 
 
 class AutoChoices(BaseModel):
@@ -327,7 +328,16 @@ def choose_depth_smoothing(raws: list, model_px_per_data_px: float) -> Smoothing
     length = correlation_length(float(np.median(ratios))) * model_px_per_data_px
     return SmoothingChoice(value=depth_smoothing_for(length), source="data",
                            noise_correlation_px=round(length, 2) if math.isfinite(length)
-                           else None)
+                           else None, images=len(ratios))
+
+
+def model_px_per_frame_px(image_size: int, frame_width: int,
+                          roi: tuple[float, float, float, float] | None) -> float:
+    """How many model pixels one frame pixel becomes: the ROI's width (the whole frame without
+    one) is resized to ``image_size``. Turns a length measured on the data (a noise grain) into
+    the model pixels the smoothing rule is stated in."""
+    x0, _, x1, _ = roi or WHOLE_FRAME
+    return image_size / (frame_width * (x1 - x0))
 
 
 def choose_sobel(raws: list, base: PreprocessConfig) -> SobelChoice:
@@ -396,8 +406,8 @@ def choose_from_data(
                             source="flag" if sobel_ksize is not None else "default")
     g = None
     if smoothing and raws:
-        x0, _, x1, _ = r.value or WHOLE_FRAME
-        g = choose_depth_smoothing(raws, size.value / (raws[0].xyz.shape[1] * (x1 - x0)))
+        g = choose_depth_smoothing(
+            raws, model_px_per_frame_px(size.value, raws[0].xyz.shape[1], r.value))
     return AutoChoices(align=a, sobel_ksize=s, image_size=size, roi=r, depth_smoothing=g,
                        images=len(raws))
 
@@ -436,10 +446,11 @@ def describe(choices: AutoChoices) -> str:
         parts.insert(1 if z is not None else 0, f"{where} ({r.source}{extra})")
     g = choices.depth_smoothing
     if g is not None:
-        grain = ("no depth noise measurable" if g.noise_correlation_px is None and g.value == 0
-                 else "depth noise correlated over "
-                 + ("more than the part" if g.noise_correlation_px is None
+        if g.images == 0:
+            grain = "no depth noise measurable"
+        else:
+            over = ("longer than the measurement reaches" if g.noise_correlation_px is None
                     else f"{g.noise_correlation_px:.1f} model px")
-                 + f"; smoothed below {FINE_NOISE_MAX_PX:g} px")
+            grain = f"depth noise correlated over {over}; smoothed below {FINE_NOISE_MAX_PX:g} px"
         parts.append(f"depth smoothing σ {g.value:g} px ({g.source}: {grain})")
     return f"chosen from {choices.images} good training images: " + "; ".join(parts)

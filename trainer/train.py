@@ -19,7 +19,13 @@ from tqdm import tqdm
 from edge.datasets.dataset_io import dataset_kind, list_samples
 from edge.processing.preprocess import WHOLE_FRAME, PreprocessConfig, sobel_ksize_for
 from edge.sources.acquisition import read_acquisition
-from trainer.choices import AutoChoices, choose_from_data, describe, heights_for
+from trainer.choices import (
+    AutoChoices,
+    choose_from_data,
+    describe,
+    heights_for,
+    model_px_per_frame_px,
+)
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
 from trainer.loss import branch_loss
@@ -206,8 +212,8 @@ def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
 
 def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
     """``cfg`` with the input size, ROI, heights and depth smoothing left open (None) taken
-    from the run being resumed in ``out``, so that the data cannot choose differently halfway; unchanged for a new
-    run."""
+    from the run being resumed in ``out``, so that the data cannot choose differently halfway;
+    unchanged for a new run."""
     resumed = _resumed_config(out)
     if resumed is None:
         return cfg
@@ -312,8 +318,8 @@ def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
         info = json.loads(record.read_text())
         first = list_samples(cfg.data_root, cfg.category, "train")[0]
         width = load_raw(first).rgb.shape[1]
-        x0, _, x1, _ = cfg.roi or WHOLE_FRAME
-        corr = float(info["noise_correlation_px"]) * cfg.image_size / (width * (x1 - x0))
+        corr = float(info["noise_correlation_px"]) * model_px_per_frame_px(
+            cfg.image_size, width, cfg.roi)
         sigma = depth_smoothing_for(corr)
         print(f"depth smoothing σ = {sigma:g} model px (the camera record's noise correlation "
               f"length is {corr:.1f} model px; edge.datasets.sensors.depth_smoothing_for)", flush=True)
