@@ -108,6 +108,11 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "(docs/sensor-model.md); without a record and with --teacher-weights "
                    "offline the same rule on the noise grain measured on the good parts "
                    "(docs/any-shape.md); the bundle records it for the station")
+    p.add_argument("--depth-filter", choices=["gaussian", "bilateral"], default=None,
+                   help="how --depth-smoothing smooths: bilateral (the working pipeline's "
+                   "default) keeps steps, holes and a dent's rim sharp, its range set by the "
+                   "heights' noise measured on the good training parts; gaussian blurs across "
+                   "them (every run before it); recorded in the bundle")
     p.add_argument("--heights", choices=["camera", "plane"], default=None,
                    help="working pipeline: the 3D image from camera z or from heights above "
                    "the fitted table plane (the table's tilt does not reach the normals). "

@@ -52,6 +52,7 @@ def main() -> None:
     p.add_argument("--depth-smoothing", type=float, default=None,
                    help="σ in model pixels (default: the data's rule, 0 on synth)")
     p.add_argument("--heights", default=None, choices=["camera", "plane"])
+    p.add_argument("--depth-filter", default=None, choices=["gaussian", "bilateral"])
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size, or 192)")
     p.add_argument("--jsonl", type=Path, default=None)
@@ -72,6 +73,7 @@ def main() -> None:
                    f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}"
                    + ("" if a.depth_smoothing is None else f"-g{a.depth_smoothing:g}")
                    + ("" if a.heights is None else f"-h{a.heights}")
+                   + ("" if a.depth_filter is None else f"-f{a.depth_filter}")
                    + f"-s{seed}")
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
@@ -82,6 +84,7 @@ def main() -> None:
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,
                 depth_smoothing=a.depth_smoothing, heights=a.heights,
+                depth_filter=a.depth_filter, depth_noise=None,
                 fill_dropouts=None if a.fill_dropouts is None else a.fill_dropouts == "on",
             )
             t0 = time.perf_counter()

@@ -160,7 +160,8 @@ class AutoChoices(BaseModel):
     images: int = 0
 
 
-def _spread(records: Sequence[SampleRecord], n: int) -> list[SampleRecord]:
+def spread_sample(records: Sequence[SampleRecord], n: int) -> list[SampleRecord]:
+    """At most ``n`` of ``records``, evenly spread over the list."""
     if len(records) <= n:
         return list(records)
     idx = np.linspace(0, len(records) - 1, n).round().astype(int)
@@ -278,12 +279,10 @@ def flat_tilt(raws: list, cfg: PreprocessConfig) -> float:
     return float(np.median(meds)) if meds else 0.0
 
 
-def variogram_ratio(xyz: np.ndarray, far: int = VARIOGRAM_FAR_PX) -> float | None:
-    """How much of the depth noise changes from one pixel to the next: the median absolute
-    height difference between neighbours over that between points ``far`` pixels apart, on
-    the part (heights above the table, rim eroded). Medians: steps and holes are few pixels
-    and do not move them. About 1 for pixel-independent noise, ``1/far`` for noise correlated
-    over much more than ``far``. None where nothing varies (a part quantised flat)."""
+def _part_spreads(xyz: np.ndarray, lags: Sequence[int]) -> list[float]:
+    """Median absolute height difference between points ``lag`` pixels apart (rows and
+    columns), on the part (heights above the table, rim eroded), for each lag; 0 where no pair
+    lies on the part. Medians: steps and holes are few pixels and do not move them."""
     plane = fit_background_plane(xyz)
     fg = foreground_mask(xyz, plane=plane)
     z = plane_depth(xyz, plane).astype(np.float64)
@@ -295,8 +294,29 @@ def variogram_ratio(xyz: np.ndarray, far: int = VARIOGRAM_FAR_PX) -> float | Non
         d = np.concatenate([(z[:, lag:] - z[:, :-lag])[a], (z[lag:] - z[:-lag])[b]])
         return float(np.median(np.abs(d))) if d.size else 0.0
 
-    near, wide = spread(1), spread(far)
+    return [spread(lag) for lag in lags]
+
+
+def variogram_ratio(xyz: np.ndarray, far: int = VARIOGRAM_FAR_PX) -> float | None:
+    """How much of the depth noise changes from one pixel to the next: the median absolute
+    height difference between neighbours over that between points ``far`` pixels apart, on
+    the part (`_part_spreads`). About 1 for pixel-independent noise, ``1/far`` for noise
+    correlated over much more than ``far``. None where nothing varies (a part quantised flat)."""
+    near, wide = _part_spreads(xyz, (1, far))
     return near / wide if near > 0 and wide > 0 else None
+
+
+# median |a − b| of two independent N(0, s²) values is Φ⁻¹(3/4)·√2·s
+_MEDIAN_ABS_DIFF_PER_STD = 0.6744897501960817 * math.sqrt(2.0)
+
+
+def depth_noise(raws: list) -> float:
+    """The heights' per-pixel noise std (m) on the good parts: the median absolute difference
+    of neighbours (`_part_spreads`) read as that of independent Gaussian noise, median over
+    the images; 0 where none varies. Sets the bilateral depth filter's range
+    (`edge.processing.preprocess.bilateral_heights`)."""
+    near = [v for v in (_part_spreads(raw.xyz, (1,))[0] for raw in raws) if v > 0]
+    return float(np.median(near)) / _MEDIAN_ABS_DIFF_PER_STD if near else 0.0
 
 
 def correlation_length(ratio: float, far: int = VARIOGRAM_FAR_PX) -> float:
@@ -376,7 +396,7 @@ def choose_from_data(
     smoothing too (`choose_depth_smoothing`; left to the caller when a flag or a camera record
     gives it)."""
     clouds = [r for r in records if r.kind != "eyecandies"]
-    sample = _spread(clouds, MAX_IMAGES)
+    sample = spread_sample(clouds, MAX_IMAGES)
     raws = [load_raw(r) for r in sample]
     if image_size is None:
         size = choose_image_size(raws)

@@ -37,6 +37,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         num_workers=args.num_workers,
         sobel_ksize=args.sobel_ksize,
         depth_smoothing=getattr(args, "depth_smoothing", None),
+        depth_filter=getattr(args, "depth_filter", None),
+        depth_noise=None,
         augment=args.augment,
         align=args.align,
         preprocess=getattr(args, "preprocess", "working"),

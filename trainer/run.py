@@ -86,6 +86,17 @@ class TrainConfig(BaseModel):
         "(trainer.train.resolve_depth_smoothing), or without one and with choose_from_data "
         "from the depth noise's grain on the good parts (trainer.choices))",
     )
+    # Runs recorded before it have no key: a Gaussian.
+    depth_filter: Literal["gaussian", "bilateral"] | None = Field(
+        "gaussian", description="how the heights are smoothed (PreprocessConfig.depth_filter); "
+        "None: bilateral for the working pipeline, which keeps steps and holes sharp "
+        "(trainer.train.resolve_depth_filter)",
+    )
+    depth_noise: float | None = Field(
+        0.0, ge=0, description="the heights' per-pixel noise std in m, the bilateral filter's "
+        "range (PreprocessConfig.depth_noise); None: measured on the good training parts "
+        "(trainer.choices.depth_noise) when the run smooths bilaterally",
+    )
     align: Literal["none", "principal-axis", "auto"] | None = Field(
         "none", description="pose normalisation of freely lying parts (edge/processing/pose.py); None: "
         "chosen from the data with choose_from_data, else 'none'",

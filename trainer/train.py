@@ -17,14 +17,22 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from edge.datasets.dataset_io import dataset_kind, list_samples
-from edge.processing.preprocess import WHOLE_FRAME, PreprocessConfig, sobel_ksize_for
+from edge.processing.preprocess import (
+    BILATERAL_RANGE,
+    WHOLE_FRAME,
+    PreprocessConfig,
+    sobel_ksize_for,
+)
 from edge.sources.acquisition import read_acquisition
 from trainer.choices import (
+    MAX_IMAGES,
     AutoChoices,
     choose_from_data,
+    depth_noise,
     describe,
     heights_for,
     model_px_per_frame_px,
+    spread_sample,
 )
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
@@ -65,6 +73,8 @@ def preprocess_config_for(cfg: TrainConfig) -> PreprocessConfig:
         align=cfg.align or "none",
         pipeline=cfg.preprocess, roi=cfg.roi, rgb_resize=cfg.rgb_resize,
         depth_smoothing=cfg.depth_smoothing or 0.0,
+        depth_filter=cfg.depth_filter or "gaussian",
+        depth_noise=cfg.depth_noise or 0.0,
         fill_dropouts=bool(cfg.fill_dropouts) and cfg.preprocess == "working",
         heights=(cfg.heights or "camera") if cfg.preprocess == "working" else "camera",
     )
@@ -178,6 +188,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     cfg, choices = resolve_choices(cfg)
     cfg = resolve_heights(cfg)
     cfg = resolve_depth_smoothing(cfg)
+    cfg = resolve_depth_filter(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
     with determinism(cfg.deterministic):
         return _train(cfg, Path(out), kind, epochs_source, progress, choices)
@@ -226,6 +237,10 @@ def keep_resumed_choices(cfg: TrainConfig, out: Path) -> TrainConfig:
         update["heights"] = resumed.heights or "camera"
     if cfg.depth_smoothing is None:
         update["depth_smoothing"] = resumed.depth_smoothing or 0.0
+    if cfg.depth_filter is None:  # a run.json without the key: a Gaussian
+        update["depth_filter"] = resumed.depth_filter or "gaussian"
+    if cfg.depth_noise is None:
+        update["depth_noise"] = resumed.depth_noise or 0.0
     return cfg.model_copy(update=update)
 
 
@@ -324,6 +339,33 @@ def resolve_depth_smoothing(cfg: TrainConfig) -> TrainConfig:
         print(f"depth smoothing σ = {sigma:g} model px (the camera record's noise correlation "
               f"length is {corr:.1f} model px; edge.datasets.sensors.depth_smoothing_for)", flush=True)
     return cfg.model_copy(update={"depth_smoothing": sigma})
+
+
+def resolve_depth_filter(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``depth_filter`` (None: bilateral for the working pipeline, a Gaussian for
+    the reference one) and, for a bilateral filter that smooths, ``depth_noise`` (None: measured
+    on the good training parts, `trainer.choices.depth_noise`) filled in; printed. A resumed
+    run already has both from `keep_resumed_choices`."""
+    if cfg.depth_filter == "bilateral" and cfg.preprocess != "working":
+        raise ValueError(
+            "--depth-filter bilateral applies to the working pipeline only; drop "
+            "--preprocess reference or use --depth-filter gaussian"
+        )
+    kind = cfg.depth_filter or ("bilateral" if cfg.preprocess == "working" else "gaussian")
+    update: dict = {"depth_filter": kind}
+    if kind == "bilateral" and cfg.depth_smoothing and cfg.depth_noise is None:
+        from edge.datasets.dataset_io import load_raw
+
+        records = [r for r in list_samples(cfg.data_root, cfg.category, "train")
+                   if r.kind != "eyecandies"]
+        raws = [load_raw(r) for r in spread_sample(records, MAX_IMAGES)]
+        update["depth_noise"] = round(depth_noise(raws), 9)
+        print(f"depth smoothing bilateral: steps, holes and rims stay sharp (heights' noise "
+              f"{update['depth_noise'] * 1e3:.3f} mm per pixel on {len(raws)} good training "
+              f"images; range {BILATERAL_RANGE:g}× that)", flush=True)
+    elif cfg.depth_noise is None:
+        update["depth_noise"] = 0.0
+    return cfg.model_copy(update=update)
 
 
 def _train(

@@ -134,6 +134,20 @@ class PreprocessConfig(BaseModel):
         "background never leaks in). 0 = off (every bundle before it). Measured against "
         "stereo depth noise in docs/sensor-model.md: on the D435 model it lowers detection.",
     )
+    depth_filter: Literal["gaussian", "bilateral"] = Field(
+        "gaussian",
+        description="How ``depth_smoothing`` smooths: 'gaussian' (every bundle before this "
+        "field) blurs across steps and holes too; 'bilateral' weighs each neighbour by its "
+        "height difference as well (range σ = BILATERAL_RANGE × ``depth_noise``), so flats lose "
+        "their noise while steps, holes and a dent's rim stay sharp (docs/any-shape.md).",
+    )
+    depth_noise: float = Field(
+        0.0,
+        ge=0.0,
+        description="Per-pixel std (m) of the heights' noise, measured on the good training "
+        "parts (trainer.choices.depth_noise); sets the bilateral filter's range. 0 with "
+        "'gaussian', or where the depth shows no noise (nothing is then smoothed).",
+    )
     mean: tuple[float, float, float] = Field(
         IMAGENET_MEAN, description="Per-channel mean for normalisation (RGB and 3D images)."
     )
@@ -178,6 +192,15 @@ class PreprocessConfig(BaseModel):
                 f"rgb_resize {self.rgb_resize!r} applies to the reference pipeline only: the "
                 "working pipeline area-averages colour onto its grid (as the camera registers "
                 "it); use pipeline 'reference' (--preprocess reference) or rgb_resize 'area'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_depth_filter(self) -> PreprocessConfig:
+        if self.depth_filter == "bilateral" and self.pipeline != "working":
+            raise ValueError(
+                "depth_filter 'bilateral' applies to the working pipeline only (its heights are "
+                "on the square working grid); use pipeline 'working' or depth_filter 'gaussian'"
             )
         return self
 
@@ -328,13 +351,35 @@ def smooth_heights(z: np.ndarray, sigma_x: float, sigma_y: float | None = None) 
     return np.where(valid > 0, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
 
 
+# Bilateral range σ in units of the noise's std: a neighbour one noise-σ off keeps 95 % of its
+# weight, a 10 mm step against 0.5 mm noise none (exp(-(20/3)²/2)); a dent's rim changes by
+# less than the range across the filter's few pixels, so it is smoothed like a flat.
+BILATERAL_RANGE = 3.0
+
+
+def bilateral_heights(z: np.ndarray, sigma: float, noise: float) -> np.ndarray:
+    """Edge-preserving smoothing of a height image: OpenCV's bilateral filter (Tomasi and
+    Manduchi 1998) with spatial σ ``sigma`` px (window radius 1.5σ) and range σ
+    ``BILATERAL_RANGE × noise`` (m). The background and unfilled holes (0) differ from the part
+    by the camera's distance, so they carry no weight; they stay 0. float32; unchanged where
+    ``noise`` is 0."""
+    z = np.asarray(z, np.float32)
+    if sigma <= 0 or noise <= 0:
+        return z
+    out = cv2.bilateralFilter(z, -1, BILATERAL_RANGE * float(noise), float(sigma))
+    return np.where(z != 0, out, 0.0).astype(np.float32)
+
+
 def _smoothed(z: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """``z`` (H×W heights, 0 = background) smoothed by ``cfg.depth_smoothing`` model pixels,
-    converted to ``z``'s grid; unchanged (same object) when the option is off."""
+    converted to ``z``'s grid (``cfg.depth_filter``); unchanged (same object) when the option
+    is off."""
     if cfg.depth_smoothing <= 0:
         return z
     h, w = z.shape
     s = cfg.image_size
+    if cfg.depth_filter == "bilateral":  # the working grid is square: one σ
+        return bilateral_heights(z, cfg.depth_smoothing * w / s, cfg.depth_noise)
     return smooth_heights(z, cfg.depth_smoothing * w / s, cfg.depth_smoothing * h / s)
 
 
