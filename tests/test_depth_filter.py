@@ -56,6 +56,18 @@ def test_flats_lose_their_noise_steps_and_holes_stay_sharp() -> None:
     assert abs(float(bil[50, 36:39].mean()) - 0.5) < 2 * NOISE
 
 
+def test_only_the_parts_box_is_filtered_with_the_frames_result() -> None:
+    import cv2
+
+    z = np.zeros((N, N), np.float32)
+    part = _flange()[20:60, 30:90]
+    for y, x in ((30, 4), (0, 0), (56, 36)):  # inside, in a corner, at the far edges
+        z[:] = 0
+        z[y:y + 40, x:x + 60] = part
+        whole = cv2.bilateralFilter(z, -1, 3 * NOISE, 3.0)
+        assert np.array_equal(bilateral_heights(z, 3.0, NOISE), np.where(z != 0, whole, 0))
+
+
 def test_no_noise_means_nothing_to_smooth() -> None:
     z = _flange(noise=0.0)
     assert np.array_equal(bilateral_heights(z, 3.0, 0.0), z)
