@@ -102,8 +102,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    help="normal modality: Sobel aperture (default per category, else 5; with "
                    "--teacher-weights offline chosen from the good training images)")
     p.add_argument("--depth-smoothing", type=float, default=None, metavar="SIGMA",
-                   help="σ in model pixels of a Gaussian on the part's heights before the 3D "
-                   "image (0 = off). Default: from the data set's camera record (trd-edge synth "
+                   help="σ in model pixels of the smoothing of the part's heights before the "
+                   "3D image (0 = off; --depth-filter says how). Default: from the data set's camera record (trd-edge synth "
                    "--sensor): on for fine-grained noise such as a D405's, else off "
                    "(docs/sensor-model.md); without a record and with --teacher-weights "
                    "offline the same rule on the noise grain measured on the good parts "

@@ -34,7 +34,10 @@ correlation length; without a record it is measured on the good parts: the media
 height difference of neighbours over that of points 8 px apart (`variogram_ratio`) gives it
 for Gaussian-correlated noise (`correlation_length`). On synth bracket data: pixel noise
 0.7 data px (the default synth), D405 at 0.2 m 3.0 px (its record: 2.5), D435 at 0.55 m
-longer than the lag (its record: 10.2).
+longer than the lag (its record: 10.2). The working pipeline smooths bilaterally
+(`edge.processing.preprocess.bilateral_heights`): its range is three times the heights'
+per-pixel noise, measured here too (`depth_noise`), so steps and holes, tens of noise-σ high,
+are not blurred into the flats beside them.
 
 **Input size.** A print is fine detail the RGB branch must resolve: on the printed block a
 stain over the grid needs 192 px (colour-only 0.88 at 128 px, 0.99 at 192 px), while a plain

@@ -359,10 +359,15 @@ def resolve_depth_filter(cfg: TrainConfig) -> TrainConfig:
         records = [r for r in list_samples(cfg.data_root, cfg.category, "train")
                    if r.kind != "eyecandies"]
         raws = [load_raw(r) for r in spread_sample(records, MAX_IMAGES)]
-        update["depth_noise"] = round(depth_noise(raws), 9)
-        print(f"depth smoothing bilateral: steps, holes and rims stay sharp (heights' noise "
-              f"{update['depth_noise'] * 1e3:.3f} mm per pixel on {len(raws)} good training "
-              f"images; range {BILATERAL_RANGE:g}× that)", flush=True)
+        noise = update["depth_noise"] = round(depth_noise(raws), 9)
+        if noise > 0:
+            print(f"depth smoothing bilateral: steps, holes and rims stay sharp (heights' noise "
+                  f"{noise * 1e3:.3f} mm per pixel on {len(raws)} good training images; "
+                  f"range {BILATERAL_RANGE:g}× that)", flush=True)
+        else:
+            print(f"depth smoothing bilateral: no noise in the heights of {len(raws)} good "
+                  "training images, so nothing is smoothed (--depth-filter gaussian smooths "
+                  "regardless)", flush=True)
     elif cfg.depth_noise is None:
         update["depth_noise"] = 0.0
     return cfg.model_copy(update=update)

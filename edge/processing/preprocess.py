@@ -130,10 +130,11 @@ class PreprocessConfig(BaseModel):
         0.0,
         ge=0.0,
         le=16.0,
-        description="σ (in model-input pixels) of a Gaussian applied to the part's heights "
-        "before the 3D image is computed (normalised convolution over the foreground, so the "
-        "background never leaks in). 0 = off (every bundle before it). Measured against "
-        "stereo depth noise in docs/sensor-model.md: on the D435 model it lowers detection.",
+        description="σ (in model-input pixels) of the smoothing applied to the part's heights "
+        "before the 3D image is computed (``depth_filter``: a Gaussian by normalised "
+        "convolution over the foreground, or bilateral; the background never leaks in). 0 = "
+        "off (every bundle before it). Measured against stereo depth noise in "
+        "docs/sensor-model.md: on the D435 model it lowers detection.",
     )
     depth_filter: Literal["gaussian", "bilateral"] = Field(
         "gaussian",
