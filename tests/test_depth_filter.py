@@ -91,6 +91,13 @@ def test_bilateral_is_the_working_pipelines() -> None:
     with pytest.raises(ValueError, match="working pipeline only"):
         PreprocessConfig(pipeline="reference", depth_filter="bilateral")
     assert PreprocessConfig().depth_filter == "gaussian"  # every bundle before it
+    assert PreprocessConfig().depth_noise == 0.0
+    # what a bundle stores is what the station reads back
+    cfg = PreprocessConfig(pipeline="working", depth_smoothing=3.0, depth_filter="bilateral",
+                           depth_noise=1.5e-4)
+    assert PreprocessConfig.model_validate_json(cfg.model_dump_json()) == cfg
+    with pytest.raises(ValueError, match="greater than or equal"):
+        PreprocessConfig(pipeline="working", depth_filter="bilateral", depth_noise=-1.0)
 
 
 @pytest.fixture(scope="module")
