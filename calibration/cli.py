@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.fit import MapStore, image_scores
+from calibration.fit import MapStore, fit_statistics, image_scores
 from calibration.geometry import (
     GeometryAccumulator,
     StationRecord,
@@ -235,7 +235,10 @@ def calibrate(
                 inspector, camera, frames, store, geo, source_options, want_label=0
             )
             try:
-                stats = store.statistics(source=f"station:{camera}")
+                # the bundle's fusion stays; "max" is re-fitted on these good frames too
+                stats = fit_statistics(store, f"station:{camera}",
+                                       prev_stats.fusion if prev_stats is not None else "sum",
+                                       inspector.region)
             except ValueError as exc:
                 raise CalibrationError(f"cannot normalise the station maps: {exc}") from exc
             # over the same region the station scores (scoring.region)

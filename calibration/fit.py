@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.processing.scoring import ScoreStats, StatsAccumulator, foreground_region, score_maps
+from edge.processing.scoring import (
+    ScoreStats,
+    StatsAccumulator,
+    branch_image_scores,
+    foreground_region,
+    score_maps,
+)
 
 __all__ = ["MapStore", "fit_statistics", "image_scores"]
 
@@ -72,9 +78,22 @@ class MapStore:
         self.close()
 
 
-def fit_statistics(store: MapStore, source: str) -> ScoreStats:
-    """The station's per-modality statistics (raises ValueError for constant maps)."""
-    return store.statistics(source)
+def fit_statistics(store: MapStore, source: str, fusion: str = "sum", region: str = "frame",
+                   batch: int = 16) -> ScoreStats:
+    """The station's per-modality statistics (raises ValueError for constant maps); with
+    ``fusion`` "max" (the bundle's) also each branch's image-score mean and std over the stored
+    good frames, scored over ``region`` as the live loop does."""
+    stats = store.statistics(source)
+    if fusion == "sum":
+        return stats
+    rgb, x3d = [], []
+    for i in range(0, store.count, batch):
+        j = min(i + batch, store.count)
+        fg = foreground_region(region, store.foreground[i:j])
+        a, b = branch_image_scores(store.maps[i:j, 0], store.maps[i:j, 1], stats, fg)
+        rgb.append(a)
+        x3d.append(b)
+    return stats.with_branch_scores(np.concatenate(rgb), np.concatenate(x3d))
 
 
 def image_scores(

@@ -108,6 +108,12 @@ class StatsSpec(_Strict):
     x3d_std: float
     n_maps: int = 0
     source: str = ""
+    # bundles before the choice have no keys: the sum of the z-scored maps (TRD)
+    fusion: Literal["sum", "max"] = "sum"
+    rgb_image_mean: float | None = None
+    rgb_image_std: float | None = None
+    x3d_image_mean: float | None = None
+    x3d_image_std: float | None = None
 
 
 class CalibrationRecord(_Strict):

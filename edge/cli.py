@@ -148,6 +148,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "map (the authors'). Default part with the working pipeline, frame with "
                    "--preprocess reference and Eyecandies; recorded in the bundle "
                    "(scoring.region), so eval, calibrate and the station score alike")
+    p.add_argument("--score-fusion", choices=["sum", "max"], default=None,
+                   help="how the colour and 3D maps become one: max = each branch in units of "
+                   "its good validation parts' image scores, then the larger (a defect one "
+                   "branch sees is not buried under the other's noise), sum = the z-scored "
+                   "maps added (the authors'). Default max with the working pipeline, sum with "
+                   "--preprocess reference; recorded in the bundle (scoring.stats.fusion)")
 
 
 def _add_eval(p: argparse.ArgumentParser) -> None:

@@ -45,6 +45,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         roi=getattr(args, "roi", None),
         rgb_resize=getattr(args, "rgb_resize", "area"),
         score_region=getattr(args, "score_region", None),
+        score_fusion=getattr(args, "score_fusion", None),
         fill_dropouts=None,
         heights=getattr(args, "heights", None),
     )

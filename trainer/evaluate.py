@@ -89,7 +89,8 @@ def evaluate(
     val = list_samples(data_root, category, "validation")
     test = list_samples(data_root, category, "test")
     kw = dict(cfg=pre, batch_size=batch_size, shuffle=False)
-    calibration = calibrate_on(run.model, make_loader(val, **kw), device, region)
+    calibration = calibrate_on(run.model, make_loader(val, **kw), device, region,
+                               run.info.config.score_fusion or "sum")
     write_json(Path(run_dir) / CALIBRATION_FILE, calibration)
     scored = score_samples(run.model, test, pre, calibration.stats, device, batch_size,
                            progress, region=region)

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from edge.processing.scoring import (
     StatsAccumulator,
+    branch_image_scores,
     foreground_region,
     image_scores,
     score_maps,
@@ -57,11 +58,14 @@ def threshold_from_scores(scores: np.ndarray) -> tuple[float, str]:
 
 
 def calibrate_on(
-    model: TRD, loader: DataLoader, device: str = "cpu", region: str = "frame"
+    model: TRD, loader: DataLoader, device: str = "cpu", region: str = "frame",
+    fusion: str = "sum",
 ) -> Calibration:
     """Per-modality statistics over all validation pixels (TRD §8.3) and the image threshold,
     fitted on image scores taken over ``region`` (the run's ``score_region``, as the station
-    scores with the bundle's ``scoring.region``). The statistics use every pixel either way."""
+    scores with the bundle's ``scoring.region``). The statistics use every pixel either way.
+    ``fusion`` "max" adds each branch's validation image-score mean and std
+    (`ScoreStats.with_branch_scores`)."""
     batches = list(iter_maps(model, loader, device))
     if not batches:
         raise ValueError("the validation split is empty: cannot fit score statistics")
@@ -69,6 +73,12 @@ def calibrate_on(
     for b in batches:
         acc.add(b.map_rgb, b.map_3d)
     stats = acc.result()
+    if fusion == "max":
+        per = [branch_image_scores(b.map_rgb, b.map_3d, stats, b.region(region)) for b in batches]
+        stats = stats.with_branch_scores(np.concatenate([p[0] for p in per]),
+                                         np.concatenate([p[1] for p in per]))
+    elif fusion != "sum":
+        raise ValueError(f"fusion {fusion!r} is not one of ('sum', 'max')")
     scores = np.concatenate(
         [image_scores(score_maps(b.map_rgb, b.map_3d, stats, region=b.region(region)).fused)
          for b in batches]

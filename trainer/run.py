@@ -133,6 +133,13 @@ class TrainConfig(BaseModel):
         "working pipeline only); None: heights above the table for the working pipeline "
         "(trainer.train.resolve_heights)",
     )
+    # Runs recorded before it have no key: the sum (TRD).
+    score_fusion: Literal["sum", "max"] | None = Field(
+        "sum", description="how the branches' maps are fused (edge.processing.scoring.Fusion): "
+        "sum of the z-scored maps (TRD), or max of each branch in units of its good image "
+        "scores; None: max for the working pipeline, sum for the reference one "
+        "(trainer.train.resolve_score_fusion); the bundle records it in scoring.stats",
+    )
     # Runs recorded before it have no key: they scored the whole frame.
     score_region: Literal["frame", "part"] | None = Field(
         "frame", description="where the image score is taken (edge.processing.scoring): frame = "

@@ -190,6 +190,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_depth_filter(cfg)
     cfg = resolve_score_region(cfg, kind, Path(out))
+    cfg = resolve_score_fusion(cfg, Path(out))
     with determinism(cfg.deterministic):
         return _train(cfg, Path(out), kind, epochs_source, progress, choices)
 
@@ -292,6 +293,25 @@ def resolve_score_region(cfg: TrainConfig, kind: str, out: Path | None = None) -
         region, why = "part", "the working pipeline's foreground is the part"
     print(f"score region: {region} ({why}; --score-region overrides)", flush=True)
     return cfg.model_copy(update={"score_region": region})
+
+
+def resolve_score_fusion(cfg: TrainConfig, out: Path | None = None) -> TrainConfig:
+    """``cfg`` with ``score_fusion`` filled in when None (printed): a run being resumed keeps
+    its recorded one (a run.json without it: sum); else "max" for the working pipeline, where a
+    defect only one branch sees must not be buried under the other branch's noise on the same
+    part (docs/any-shape.md, "Fusion"), "sum" for the reference pipeline (the authors')."""
+    if cfg.score_fusion is not None:
+        return cfg
+    resumed = _resumed_config(out)
+    if resumed is not None:
+        fusion, why = resumed.score_fusion or "sum", "the resumed run's"
+    elif cfg.preprocess == "reference":
+        fusion, why = "sum", "the reference pipeline fuses as the authors do"
+    else:
+        fusion, why = "max", ("each branch in units of its good parts' image scores: a defect "
+                              "one branch sees is not buried under the other's noise")
+    print(f"score fusion: {fusion} ({why}; --score-fusion overrides)", flush=True)
+    return cfg.model_copy(update={"score_fusion": fusion})
 
 
 def resolve_fill_dropouts(cfg: TrainConfig, out: Path | None = None) -> TrainConfig:
@@ -475,6 +495,7 @@ def _train(
                      rec.loss_rgb, rec.loss_3d, rec.seconds)
     bar.close()
 
-    calibration = calibrate_on(model, val_loader, str(device), cfg.score_region or "frame")
+    calibration = calibrate_on(model, val_loader, str(device), cfg.score_region or "frame",
+                               cfg.score_fusion or "sum")
     write_json(out / CALIBRATION_FILE, calibration)
     return out

@@ -30,8 +30,17 @@ ScoreRegion = Literal["frame", "part"]
 SCORE_REGIONS: tuple[str, ...] = ("frame", "part")
 
 
+# How the two branches' maps become one: "sum" of the z-scored maps (TRD, §8 step 4; every run
+# and bundle before the choice) or "max" of each branch's map in units of its own good image
+# scores (`ScoreStats.with_branch_scores`): a defect one branch sees is not buried under the
+# other branch's noise on the same part (docs/any-shape.md, "Fusion").
+Fusion = Literal["sum", "max"]
+FUSIONS: tuple[str, ...] = ("sum", "max")
+
+
 class ScoreStats(BaseModel):
-    """Per-modality statistics of raw validation maps (one scalar mean and std per modality)."""
+    """Per-modality statistics of raw validation maps (one scalar mean and std per modality),
+    and with ``fusion`` "max" the mean and std of each branch's good image scores."""
 
     rgb_mean: float
     rgb_std: float
@@ -39,6 +48,11 @@ class ScoreStats(BaseModel):
     x3d_std: float
     n_maps: int
     source: str = "validation"
+    fusion: Fusion = "sum"
+    rgb_image_mean: float | None = None
+    rgb_image_std: float | None = None
+    x3d_image_mean: float | None = None
+    x3d_image_std: float | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ScoreStats:
@@ -58,7 +72,40 @@ class ScoreStats(BaseModel):
                     "they cannot be z-scored; recompute the statistics on real validation "
                     "maps (a constant map usually means a broken or untrained branch)"
                 )
+        if self.fusion == "max":
+            for name, mean, std in (
+                ("rgb", self.rgb_image_mean, self.rgb_image_std),
+                ("3d", self.x3d_image_mean, self.x3d_image_std),
+            ):
+                if mean is None or std is None or not (math.isfinite(mean) and math.isfinite(std)):
+                    raise ValueError(
+                        f"fusion 'max' needs the {name} branch's good image-score mean and std "
+                        f"(got {mean}, {std}); recalibrate (trd-edge calibrate) or use fusion 'sum'"
+                    )
+                if std <= 1e-12 * max(1.0, abs(mean)):
+                    raise ValueError(
+                        f"the {name} branch's good image scores are all equal ({mean}): fusion "
+                        "'max' cannot scale by their spread; calibrate on more good parts or "
+                        "use fusion 'sum'"
+                    )
         return self
+
+    def with_branch_scores(self, rgb_scores: np.ndarray, x3d_scores: np.ndarray) -> ScoreStats:
+        """These statistics, fused by "max": each branch's smoothed map is brought to units of
+        its good image scores' spread (``rgb_scores`` / ``x3d_scores``: the branches' image
+        scores of good parts under these statistics, `branch_image_scores`)."""
+        a = np.asarray(rgb_scores, np.float64)
+        b = np.asarray(x3d_scores, np.float64)
+        if a.size < 2 or b.size < 2:
+            raise ValueError(
+                f"fusion 'max' needs the image scores of at least 2 good parts per branch, got "
+                f"{a.size}; add validation (or station) good parts"
+            )
+        return ScoreStats.model_validate({  # validated: model_copy would not check the spread
+            **self.model_dump(), "fusion": "max",
+            "rgb_image_mean": float(a.mean()), "rgb_image_std": float(a.std()),
+            "x3d_image_mean": float(b.mean()), "x3d_image_std": float(b.std()),
+        })
 
 
 class StatsAccumulator:
@@ -224,7 +271,10 @@ def score_maps(
 
     Per-modality maps are normalised and smoothed the same way (§8, diagnostics). Smoothing is
     linear, so the fused map is the sum of the smoothed per-modality maps: this equals
-    smoothing the fused sum up to float rounding and saves a third filter pass.
+    smoothing the fused sum up to float rounding and saves a third filter pass. With
+    ``stats.fusion`` "max" each smoothed branch map is then brought to units of its good image
+    scores (mean 0, std 1 over good parts) and the fused map is their per-pixel maximum; the
+    returned branch maps are in those units too, so the fused map is always the larger of them.
     """
     a = _as_batch(map_rgb, "map_rgb")
     b = _as_batch(map_3d, "map_3d")
@@ -236,7 +286,12 @@ def score_maps(
     nb = normalise(b, stats.x3d_mean, stats.x3d_std, "3d", work_dtype)
     rgb = gaussian_smooth(na, sigma, work_dtype)
     x3d = gaussian_smooth(nb, sigma, work_dtype)
-    fused = fuse(rgb, x3d)
+    if stats.fusion == "max":  # each branch in units of its good image scores' spread
+        rgb = (rgb - work_dtype(stats.rgb_image_mean)) / work_dtype(stats.rgb_image_std)
+        x3d = (x3d - work_dtype(stats.x3d_image_mean)) / work_dtype(stats.x3d_image_std)
+        fused = np.maximum(rgb, x3d)
+    else:
+        fused = fuse(rgb, x3d)
     on_frame = None
     if region is not None:
         mask = _as_batch(np.asarray(region, dtype=bool), "region")
@@ -253,6 +308,16 @@ def score_maps(
         fused=fused.astype(np.float32), rgb=rgb.astype(np.float32), x3d=x3d.astype(np.float32),
         on_frame=on_frame,
     )
+
+
+def branch_image_scores(
+    map_rgb: np.ndarray, map_3d: np.ndarray, stats: ScoreStats, region: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each branch's image scores (B,) under ``stats``' normalisation alone (z-scored, smoothed,
+    restricted to ``region``, maximum): what `ScoreStats.with_branch_scores` takes."""
+    pixel = stats.model_copy(update={"fusion": "sum"})
+    scored = score_maps(map_rgb, map_3d, pixel, region=region)
+    return image_scores(scored.rgb), image_scores(scored.x3d)
 
 
 def restrict_to_region(maps: np.ndarray, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
