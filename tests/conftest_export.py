@@ -29,6 +29,23 @@ def prepared_split(root: Path, split: str, size: int = IMAGE_SIZE, category: str
     return samples, np.array(labels)
 
 
+def write_run_recorded_before(folder: Path, config, key: str) -> Path:
+    """A run.json of ``config`` (a working-pipeline TrainConfig) in ``folder`` without the
+    config's ``key``: a run recorded before that setting existed."""
+    import json
+
+    from trainer.run import RunInfo, write_json
+    from trainer.train import preprocess_config_for
+
+    info = RunInfo(config=config,
+                   preprocess=preprocess_config_for(config.model_copy(update={"align": "none"})))
+    write_json(folder / "run.json", info)
+    raw = json.loads((folder / "run.json").read_text())
+    del raw["config"][key]
+    (folder / "run.json").write_text(json.dumps(raw))
+    return folder / "run.json"
+
+
 def make_run(run_dir: Path, data_root: Path, seed: int = 0, size: int = IMAGE_SIZE) -> Path:
     """Write a loadable run directory for a random-weight resnet18 TRD."""
     import torch

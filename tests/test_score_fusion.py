@@ -69,8 +69,10 @@ def test_max_needs_each_branchs_good_scores() -> None:
 
 
 def test_default_fusion_per_pipeline_and_resume(tmp_path: Path, capsys) -> None:
-    from trainer.run import RunInfo, TrainConfig, write_json
-    from trainer.train import preprocess_config_for, resolve_score_fusion
+    from conftest_export import write_run_recorded_before
+
+    from trainer.run import TrainConfig
+    from trainer.train import resolve_score_fusion
 
     base = TrainConfig(data_root="d", category="puck", score_fusion=None)
     assert TrainConfig(data_root="d", category="puck").score_fusion == "sum"  # old runs
@@ -80,12 +82,8 @@ def test_default_fusion_per_pipeline_and_resume(tmp_path: Path, capsys) -> None:
     ref = base.model_copy(update={"preprocess": "reference"})
     assert resolve_score_fusion(ref).score_fusion == "sum"
     # a resumed run keeps what it recorded (an old run.json without the key: sum)
-    info = RunInfo(config=work.model_copy(update={"score_fusion": "sum"}),
-                   preprocess=preprocess_config_for(work.model_copy(update={"align": "none"})))
-    write_json(tmp_path / "run.json", info)
-    raw = json.loads((tmp_path / "run.json").read_text())
-    del raw["config"]["score_fusion"]
-    (tmp_path / "run.json").write_text(json.dumps(raw))
+    write_run_recorded_before(tmp_path, work.model_copy(update={"score_fusion": "sum"}),
+                              "score_fusion")
     assert resolve_score_fusion(work, tmp_path).score_fusion == "sum"
 
 

@@ -203,8 +203,10 @@ def test_calibrate_keeps_the_region(tmp_path: Path) -> None:
 
 
 def test_default_region_per_pipeline_and_dataset(tmp_path: Path) -> None:
-    from trainer.run import RunInfo, TrainConfig, write_json
-    from trainer.train import preprocess_config_for, resolve_score_region
+    from conftest_export import write_run_recorded_before
+
+    from trainer.run import TrainConfig
+    from trainer.train import resolve_score_region
 
     base = TrainConfig(data_root="d", category="puck", score_region=None)
     assert TrainConfig(data_root="d", category="puck").score_region == "frame"  # old runs
@@ -216,12 +218,8 @@ def test_default_region_per_pipeline_and_dataset(tmp_path: Path) -> None:
     explicit = work.model_copy(update={"score_region": "frame"})
     assert resolve_score_region(explicit, "mvtec3d").score_region == "frame"
     # a resumed run keeps what it recorded (an old run.json without the key: frame)
-    info = RunInfo(config=work.model_copy(update={"score_region": "frame"}),
-                   preprocess=preprocess_config_for(work.model_copy(update={"align": "none"})))
-    write_json(tmp_path / "run.json", info)
-    raw = json.loads((tmp_path / "run.json").read_text())
-    del raw["config"]["score_region"]
-    (tmp_path / "run.json").write_text(json.dumps(raw))
+    write_run_recorded_before(tmp_path, work.model_copy(update={"score_region": "frame"}),
+                              "score_region")
     assert resolve_score_region(work, "mvtec3d", tmp_path).score_region == "frame"
 
 
