@@ -1,6 +1,6 @@
 """Fusing the branches by the maximum of each in units of its good image scores
 (``ScoreStats.fusion == "max"``): the score rule, training's default, eval, export, the station
-and its calibration (docs/any-shape.md, "Fusion")."""
+and its calibration (docs/any-shape.md, "fusion by the larger branch")."""
 
 from __future__ import annotations
 

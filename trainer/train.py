@@ -299,7 +299,8 @@ def resolve_score_fusion(cfg: TrainConfig, out: Path | None = None) -> TrainConf
     """``cfg`` with ``score_fusion`` filled in when None (printed): a run being resumed keeps
     its recorded one (a run.json without it: sum); else "max" for the working pipeline, where a
     defect only one branch sees must not be buried under the other branch's noise on the same
-    part (docs/any-shape.md, "Fusion"), "sum" for the reference pipeline (the authors')."""
+    part (docs/any-shape.md, "fusion by the larger branch"), "sum" for the reference
+    pipeline (the authors')."""
     if cfg.score_fusion is not None:
         return cfg
     resumed = _resumed_config(out)

@@ -33,7 +33,7 @@ SCORE_REGIONS: tuple[str, ...] = ("frame", "part")
 # How the two branches' maps become one: "sum" of the z-scored maps (TRD, §8 step 4; every run
 # and bundle before the choice) or "max" of each branch's map in units of its own good image
 # scores (`ScoreStats.with_branch_scores`): a defect one branch sees is not buried under the
-# other branch's noise on the same part (docs/any-shape.md, "Fusion").
+# other branch's noise on the same part (docs/any-shape.md, "fusion by the larger branch").
 Fusion = Literal["sum", "max"]
 FUSIONS: tuple[str, ...] = ("sum", "max")
 
