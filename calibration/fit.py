@@ -11,6 +11,7 @@ station computes.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,17 @@ class MapStore:
         self.close()
 
 
+def _batches(
+    store: MapStore, region: str, batch: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+    """(first index, RGB maps, 3D maps, scoring mask) of the stored frames, ``batch`` at a time:
+    how both fits below walk the store."""
+    for i in range(0, store.count, batch):
+        j = min(i + batch, store.count)
+        yield (i, store.maps[i:j, 0], store.maps[i:j, 1],
+               foreground_region(region, store.foreground[i:j]))
+
+
 def fit_statistics(store: MapStore, source: str, fusion: str = "sum", region: str = "frame",
                    batch: int = 16) -> ScoreStats:
     """The station's per-modality statistics (raises ValueError for constant maps); with
@@ -86,14 +98,9 @@ def fit_statistics(store: MapStore, source: str, fusion: str = "sum", region: st
     stats = store.statistics(source)
     if fusion == "sum":
         return stats
-    rgb, x3d = [], []
-    for i in range(0, store.count, batch):
-        j = min(i + batch, store.count)
-        fg = foreground_region(region, store.foreground[i:j])
-        a, b = branch_image_scores(store.maps[i:j, 0], store.maps[i:j, 1], stats, fg)
-        rgb.append(a)
-        x3d.append(b)
-    return stats.with_branch_scores(np.concatenate(rgb), np.concatenate(x3d))
+    per = [branch_image_scores(a, b, stats, fg) for _, a, b, fg in _batches(store, region, batch)]
+    return stats.with_branch_scores(np.concatenate([p[0] for p in per]),
+                                    np.concatenate([p[1] for p in per]))
 
 
 def image_scores(
@@ -103,9 +110,7 @@ def image_scores(
     over the whole map or, with ``region`` "part" (the bundle's ``scoring.region``), over
     each frame's stored foreground."""
     out = np.empty(store.count, np.float64)
-    for i in range(0, store.count, batch):
-        j = min(i + batch, store.count)
-        fg = foreground_region(region, store.foreground[i:j])
-        maps = score_maps(store.maps[i:j, 0], store.maps[i:j, 1], stats, region=fg)
-        out[i:j] = maps.fused.reshape(j - i, -1).max(axis=1)
+    for i, a, b, fg in _batches(store, region, batch):
+        maps = score_maps(a, b, stats, region=fg)
+        out[i:i + len(a)] = maps.fused.reshape(len(a), -1).max(axis=1)
     return out

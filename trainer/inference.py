@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from edge.processing.scoring import (
+    FUSIONS,
     StatsAccumulator,
     branch_image_scores,
     foreground_region,
@@ -73,15 +74,17 @@ def calibrate_on(
     for b in batches:
         acc.add(b.map_rgb, b.map_3d)
     stats = acc.result()
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion {fusion!r} is not one of {FUSIONS}")
+    masks = [b.region(region) for b in batches]  # each batch's mask once, for both passes
     if fusion == "max":
-        per = [branch_image_scores(b.map_rgb, b.map_3d, stats, b.region(region)) for b in batches]
+        per = [branch_image_scores(b.map_rgb, b.map_3d, stats, m)
+               for b, m in zip(batches, masks, strict=True)]
         stats = stats.with_branch_scores(np.concatenate([p[0] for p in per]),
                                          np.concatenate([p[1] for p in per]))
-    elif fusion != "sum":
-        raise ValueError(f"fusion {fusion!r} is not one of ('sum', 'max')")
     scores = np.concatenate(
-        [image_scores(score_maps(b.map_rgb, b.map_3d, stats, region=b.region(region)).fused)
-         for b in batches]
+        [image_scores(score_maps(b.map_rgb, b.map_3d, stats, region=m).fused)
+         for b, m in zip(batches, masks, strict=True)]
     )
     thr, method = threshold_from_scores(scores)
     return Calibration(
