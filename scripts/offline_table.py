@@ -53,6 +53,10 @@ def main() -> None:
                    help="σ in model pixels (default: the data's rule, 0 on synth)")
     p.add_argument("--heights", default=None, choices=["camera", "plane"])
     p.add_argument("--depth-filter", default=None, choices=["gaussian", "bilateral"])
+    p.add_argument("--score-fusion", default=None, choices=["sum", "max"])
+    p.add_argument("--fixtured", action="store_true",
+                   help="the data's parts lie in a fixture: angle 0, centred (trd-edge synth "
+                   "--fixtured); the data folder gets a -fix suffix")
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size, or 192)")
     p.add_argument("--jsonl", type=Path, default=None)
@@ -63,17 +67,21 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     data_size = a.data_size or a.image_size or 192
     for seed in a.seeds:
-        data = a.out / f"data-{data_size}-n{a.n_train}-s{seed}"
+        data = a.out / (f"data-{data_size}-n{a.n_train}-s{seed}"
+                        + ("-fix" if a.fixtured else ""))
         if not data.is_dir():  # 20 good + 20 per defect type in test: AUROC steps of 1/400
             write_dataset(data, categories=CATEGORIES, image_size=data_size,
                           n_train=a.n_train, n_validation=12, n_test_good=20,
-                          n_test_per_defect=20, seed=seed, progress=False)
+                          n_test_per_defect=20, seed=seed, progress=False,
+                          fixtured=a.fixtured)
         for cat in a.categories:
             tag = (f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}"
                    f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}"
                    + ("" if a.depth_smoothing is None else f"-g{a.depth_smoothing:g}")
                    + ("" if a.heights is None else f"-h{a.heights}")
                    + ("" if a.depth_filter is None else f"-f{a.depth_filter}")
+                   + ("" if a.score_fusion is None else f"-u{a.score_fusion}")
+                   + ("-fix" if a.fixtured else "")
                    + f"-s{seed}")
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
@@ -84,7 +92,7 @@ def main() -> None:
                 sobel_ksize=a.sobel_ksize, preprocess=a.preprocess,
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,
                 depth_smoothing=a.depth_smoothing, heights=a.heights,
-                depth_filter=a.depth_filter, depth_noise=None,
+                depth_filter=a.depth_filter, depth_noise=None, score_fusion=a.score_fusion,
                 fill_dropouts=None if a.fill_dropouts is None else a.fill_dropouts == "on",
             )
             t0 = time.perf_counter()

@@ -155,6 +155,7 @@ class SceneGenerator:
         distance: float | None = None,
         dent_depth: tuple[float, float] = (0.002, 0.004),
         dent_diameter: tuple[float, float] | None = None,
+        fixtured: bool = False,
     ):
         """Args:
             category: one of `CATEGORIES`.
@@ -175,6 +176,9 @@ class SceneGenerator:
                 on the puck, the data every earlier release wrote. A fixed ``(w, w)`` gives
                 every dent that diameter with the same scenes (the random draw that sized the
                 dent picks the diameter in the range instead).
+            fixtured: every part lies in a fixture: at angle 0, centred (no turn, no shift).
+                The turn and shift are still drawn, so everything else (sizes, prints,
+                tilts, defects, noise) is the free-lying data's for the same seed.
         """
         if category not in CATEGORIES:
             raise ValueError(f"unknown synthetic category '{category}'; choose from {CATEGORIES}")
@@ -197,6 +201,7 @@ class SceneGenerator:
                     f"dent_diameter must be 0 < min <= max (m), got {dent_diameter}")
             dent_diameter = (wlo, whi)
         self.dent_diameter = dent_diameter
+        self.fixtured = bool(fixtured)
         n = self.image_size
         self.f = n * (0.5 if distance is None else distance) / _FIELD_AT_HALF_METRE
         spec = get_sensor(sensor)
@@ -280,6 +285,8 @@ class SceneGenerator:
         xb, yb = self._rx * z_bg, self._ry * z_bg
         x0, y0 = rng.uniform(-0.006, 0.006, size=2)
         theta = rng.uniform(0, 2 * np.pi)
+        if self.fixtured:  # (drawn all the same: the rest of the stream stays as it was)
+            x0 = y0 = theta = 0.0
         cos_t, sin_t = math.cos(theta), math.sin(theta)
         lu = cos_t * (xb - x0) + sin_t * (yb - y0)
         lv = -sin_t * (xb - x0) + cos_t * (yb - y0)
@@ -637,6 +644,7 @@ def write_dataset(
     dent_depth: tuple[float, float] = (0.002, 0.004),
     dent_diameter: tuple[float, float] | None = None,
     filters: FilterOptions | None = None,
+    fixtured: bool = False,
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -648,7 +656,8 @@ def write_dataset(
 
     ``n_test_per_defect`` may map defect types to counts (missing types: none written).
     ``sensor``, ``distance``, ``dent_depth`` and ``dent_diameter`` are passed to
-    `SceneGenerator` (``distance`` may map category names to distances). With a sensor, ``<category>/calibration/sensor.json`` records the
+    `SceneGenerator` (``distance`` may map category names to distances), as is ``fixtured``
+    (every part at angle 0, centred: a fixture's data, otherwise the free-lying data's). With a sensor, ``<category>/calibration/sensor.json`` records the
     sensor, its distance and the RMS depth error the model predicts there. ``average_frames``
     > 1 writes each part as the station's temporal average of that many captures
     (`edge.sources.averaging`, as ``camera.realsense.average_frames`` records it).
@@ -692,7 +701,7 @@ def write_dataset(
                 gen = SceneGenerator(
                     category, image_size, seed=sub_seed, sensor=spec,
                     distance=_distance_for(distance, category), dent_depth=dent_depth,
-                    dent_diameter=dent_diameter,
+                    dent_diameter=dent_diameter, fixtured=fixtured,
                 )
                 type_dir = cat_dir / split / dtype
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
@@ -947,6 +956,12 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default=None,
         help="RMS disparity error in px with --sensor (default 0.08, Intel's typical value)",
     )
+    parser.add_argument(
+        "--fixtured",
+        action="store_true",
+        help="every part lies in a fixture: angle 0, centred (default: any angle, shifted "
+        "a little); sizes, prints, tilts, defects and noise are the same as without",
+    )
     return parser
 
 
@@ -1019,4 +1034,5 @@ def _write_group(args: argparse.Namespace, cats: list[str], spec: SensorSpec | N
         dent_depth=getattr(args, "dent_depth", (0.002, 0.004)),
         dent_diameter=getattr(args, "dent_diameter", None),
         filters=getattr(args, "filters", None),
+        fixtured=getattr(args, "fixtured", False),
     )
