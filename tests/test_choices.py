@@ -44,6 +44,13 @@ def test_parts_that_move_are_aligned_and_fixtured_ones_are_not(category):
     assert fixed.angle_spread_deg < 3 and fixed.centroid_spread < 0.015
 
 
+@pytest.mark.parametrize("category", ["bracket", "puck"])
+def test_synth_fixtured_data_is_not_aligned(category):
+    gen = SceneGenerator(category, 128, seed=0, fixtured=True)
+    fixed = choose_align([gen.sample("good") for _ in range(8)])
+    assert fixed.value == "none", fixed
+
+
 def test_outline_symmetry_is_recorded():
     assert choose_align(_scenes("block", 4)).symmetry_orders == {"4": 4}
     assert choose_align(_scenes("hexagon", 4)).symmetry_orders == {"6": 4}

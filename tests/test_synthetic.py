@@ -52,6 +52,23 @@ def test_sample_matches_sample_with_twin():
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
+def test_fixtured_parts_lie_at_one_pose_and_keep_every_other_draw(category):
+    free, fixed = SceneGenerator(category, 96, seed=4), SceneGenerator(category, 96, seed=4,
+                                                                         fixtured=True)
+    centres = []
+    for d in ALL:
+        a, b = free.sample(d), fixed.sample(d)
+        assert b.angle == 0.0 and a.angle != 0.0
+        fa, fb = foreground_mask(a.xyz), foreground_mask(b.xyz)
+        assert abs(int(fa.sum()) - int(fb.sum())) < 0.08 * fa.sum()  # the same part, turned
+        assert a.mask.any() == b.mask.any() == (d != "good")
+        ys, xs = np.nonzero(fb)
+        centres.append((xs.mean(), ys.mean()))
+    # centred: the tilt's perspective moves a part's centroid by a pixel or two, no more
+    assert np.abs(np.asarray(centres) - (96 - 1) / 2).max() < 3
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_scene_format(category, size):
     s = SceneGenerator(category, size, seed=1).sample("good")
