@@ -54,6 +54,7 @@ def main() -> None:
     p.add_argument("--heights", default=None, choices=["camera", "plane"])
     p.add_argument("--depth-filter", default=None, choices=["gaussian", "bilateral"])
     p.add_argument("--score-fusion", default=None, choices=["sum", "max"])
+    p.add_argument("--outline-smoothing", type=float, default=None)
     p.add_argument("--fixtured", action="store_true",
                    help="the data's parts lie in a fixture: angle 0, centred (trd-edge synth "
                    "--fixtured); the data folder gets a -fix suffix")
@@ -81,6 +82,7 @@ def main() -> None:
                    + ("" if a.heights is None else f"-h{a.heights}")
                    + ("" if a.depth_filter is None else f"-f{a.depth_filter}")
                    + ("" if a.score_fusion is None else f"-u{a.score_fusion}")
+                   + ("" if a.outline_smoothing is None else f"-o{a.outline_smoothing:g}")
                    + ("-fix" if a.fixtured else "")
                    + f"-s{seed}")
             run = a.out / f"run-{tag}"
@@ -93,6 +95,7 @@ def main() -> None:
                 choose_from_data=a.teacher == "offline", score_region=a.score_region,
                 depth_smoothing=a.depth_smoothing, heights=a.heights,
                 depth_filter=a.depth_filter, depth_noise=None, score_fusion=a.score_fusion,
+                outline_smoothing=a.outline_smoothing,
                 fill_dropouts=None if a.fill_dropouts is None else a.fill_dropouts == "on",
             )
             t0 = time.perf_counter()

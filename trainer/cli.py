@@ -39,6 +39,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         depth_smoothing=getattr(args, "depth_smoothing", None),
         depth_filter=getattr(args, "depth_filter", None),
         depth_noise=None,
+        outline_smoothing=getattr(args, "outline_smoothing", None),
         augment=args.augment,
         align=args.align,
         preprocess=getattr(args, "preprocess", "working"),

@@ -150,6 +150,17 @@ class PreprocessConfig(BaseModel):
         "parts (trainer.choices.depth_noise); sets the bilateral filter's range. 0 with "
         "'gaussian', or where the depth shows no noise (nothing is then smoothed).",
     )
+    outline_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        le=4.0,
+        description="'working' only: σ (model-input pixels) by which the part's outline and "
+        "heights are smoothed after the alignment (`smooth_outline`). A part turned onto the "
+        "grid keeps the camera's pixel staircase along every edge, rotated, except when it "
+        "lay along the camera's axes: then its edges are clean, and the model had never seen "
+        "that (docs/any-shape.md, 'Edges that do not depend on the camera's grid'). 0 = off "
+        "(every bundle before it).",
+    )
     mean: tuple[float, float, float] = Field(
         IMAGENET_MEAN, description="Per-channel mean for normalisation (RGB and 3D images)."
     )
@@ -203,6 +214,15 @@ class PreprocessConfig(BaseModel):
             raise ValueError(
                 "depth_filter 'bilateral' applies to the working pipeline only (its heights are "
                 "on the square working grid); use pipeline 'working' or depth_filter 'gaussian'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_outline_smoothing(self) -> PreprocessConfig:
+        if self.outline_smoothing > 0 and self.pipeline != "working":
+            raise ValueError(
+                "outline_smoothing applies to the working pipeline only (it smooths the "
+                "aligned part on the working grid); use pipeline 'working' or 0"
             )
         return self
 
@@ -386,6 +406,27 @@ def bilateral_heights(z: np.ndarray, sigma: float, noise: float) -> np.ndarray:
     return out
 
 
+def smooth_outline(z: np.ndarray, fg: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Heights ``z`` (0 = background) and foreground ``fg`` without the pixel staircase along
+    the part's edges: the mask blurred by a Gaussian of ``sigma`` px and cut at one half (a
+    straight edge stays where it was, its teeth go), the heights by normalised convolution
+    over the valid pixels, read on the new foreground (a pixel it gains takes its neighbours'
+    height; one it loses becomes background). Steps inside the part (a flange, a hole's rim)
+    lose their teeth the same way. float32 heights, bool foreground; unchanged for σ ≤ 0."""
+    if sigma <= 0:
+        return z, fg
+    valid = (z != 0).astype(np.float32)
+    num = cv2.GaussianBlur(np.asarray(z, np.float32) * valid, (0, 0), sigma,
+                           borderType=cv2.BORDER_CONSTANT)
+    den = cv2.GaussianBlur(valid, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+    inside = cv2.GaussianBlur(np.asarray(fg, np.float32), (0, 0), sigma,
+                              borderType=cv2.BORDER_CONSTANT) >= 0.5
+    out = np.zeros_like(num)
+    keep = inside & (den > 1e-3)
+    out[keep] = num[keep] / den[keep]
+    return out, inside & keep
+
+
 def _smoothed(z: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """``z`` (H×W heights, 0 = background) smoothed by ``cfg.depth_smoothing`` model pixels,
     converted to ``z``'s grid (``cfg.depth_filter``); unchanged (same object) when the option
@@ -532,6 +573,8 @@ def _preprocess_working(
         rgb, z = pose.warp(rgb), pose.warp(z, nearest=True)
         fg = pose.warp(fg.view(np.uint8), nearest=True) > 0
     z = _smoothed(z * fg, cfg)
+    if cfg.outline_smoothing > 0:
+        z, fg = smooth_outline(z, fg, cfg.outline_smoothing * g / s)
     if cfg.modality == "depth":
         depth = _minmax_foreground(z)
         depth = np.where(z != 0, 0.8 * depth + 0.1, 0.0).astype(np.float32)
