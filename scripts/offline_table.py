@@ -74,7 +74,7 @@ def main() -> None:
             write_dataset(data, categories=CATEGORIES, image_size=data_size,
                           n_train=a.n_train, n_validation=12, n_test_good=20,
                           n_test_per_defect=20, seed=seed, progress=False,
-                          fixtured=a.fixtured)
+                          fixture_angle=0.0 if a.fixtured else None)
         for cat in a.categories:
             tag = (f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}"
                    f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}"

@@ -46,7 +46,7 @@ def test_parts_that_move_are_aligned_and_fixtured_ones_are_not(category):
 
 @pytest.mark.parametrize("category", ["bracket", "puck"])
 def test_synth_fixtured_data_is_not_aligned(category):
-    gen = SceneGenerator(category, 128, seed=0, fixtured=True)
+    gen = SceneGenerator(category, 128, seed=0, fixture_angle=0)
     fixed = choose_align([gen.sample("good") for _ in range(8)])
     assert fixed.value == "none", fixed
 

@@ -54,7 +54,7 @@ def test_sample_matches_sample_with_twin():
 @pytest.mark.parametrize("category", CATEGORIES)
 def test_fixtured_parts_lie_at_one_pose_and_keep_every_other_draw(category):
     free, fixed = SceneGenerator(category, 96, seed=4), SceneGenerator(category, 96, seed=4,
-                                                                         fixtured=True)
+                                                                         fixture_angle=0)
     centres = []
     for d in ALL:
         a, b = free.sample(d), fixed.sample(d)

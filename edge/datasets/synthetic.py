@@ -155,7 +155,7 @@ class SceneGenerator:
         distance: float | None = None,
         dent_depth: tuple[float, float] = (0.002, 0.004),
         dent_diameter: tuple[float, float] | None = None,
-        fixtured: bool = False,
+        fixture_angle: float | None = None,
     ):
         """Args:
             category: one of `CATEGORIES`.
@@ -176,9 +176,10 @@ class SceneGenerator:
                 on the puck, the data every earlier release wrote. A fixed ``(w, w)`` gives
                 every dent that diameter with the same scenes (the random draw that sized the
                 dent picks the diameter in the range instead).
-            fixtured: every part lies in a fixture: at angle 0, centred (no turn, no shift).
-                The turn and shift are still drawn, so everything else (sizes, prints,
-                tilts, defects, noise) is the free-lying data's for the same seed.
+            fixture_angle: ``None`` (default): parts lie at any angle, shifted a little. A
+                number: every part lies in a fixture, centred, at that angle (degrees, 0 =
+                along the image's x axis). The turn and shift are still drawn, so everything
+                else (sizes, prints, tilts, defects, noise) is the free-lying data's.
         """
         if category not in CATEGORIES:
             raise ValueError(f"unknown synthetic category '{category}'; choose from {CATEGORIES}")
@@ -201,7 +202,7 @@ class SceneGenerator:
                     f"dent_diameter must be 0 < min <= max (m), got {dent_diameter}")
             dent_diameter = (wlo, whi)
         self.dent_diameter = dent_diameter
-        self.fixtured = bool(fixtured)
+        self.fixture_angle = None if fixture_angle is None else float(fixture_angle)
         n = self.image_size
         self.f = n * (0.5 if distance is None else distance) / _FIELD_AT_HALF_METRE
         spec = get_sensor(sensor)
@@ -285,8 +286,9 @@ class SceneGenerator:
         xb, yb = self._rx * z_bg, self._ry * z_bg
         x0, y0 = rng.uniform(-0.006, 0.006, size=2)
         theta = rng.uniform(0, 2 * np.pi)
-        if self.fixtured:  # (drawn all the same: the rest of the stream stays as it was)
-            x0 = y0 = theta = 0.0
+        if self.fixture_angle is not None:  # (drawn all the same: the rest stays as it was)
+            x0 = y0 = 0.0
+            theta = math.radians(self.fixture_angle)
         cos_t, sin_t = math.cos(theta), math.sin(theta)
         lu = cos_t * (xb - x0) + sin_t * (yb - y0)
         lv = -sin_t * (xb - x0) + cos_t * (yb - y0)
@@ -644,7 +646,7 @@ def write_dataset(
     dent_depth: tuple[float, float] = (0.002, 0.004),
     dent_diameter: tuple[float, float] | None = None,
     filters: FilterOptions | None = None,
-    fixtured: bool = False,
+    fixture_angle: float | None = None,
 ) -> None:
     """Write a synthetic data set in the MVTec 3D-AD layout under ``out``.
 
@@ -656,8 +658,8 @@ def write_dataset(
 
     ``n_test_per_defect`` may map defect types to counts (missing types: none written).
     ``sensor``, ``distance``, ``dent_depth`` and ``dent_diameter`` are passed to
-    `SceneGenerator` (``distance`` may map category names to distances), as is ``fixtured``
-    (every part at angle 0, centred: a fixture's data, otherwise the free-lying data's). With a sensor, ``<category>/calibration/sensor.json`` records the
+    `SceneGenerator` (``distance`` may map category names to distances), as is ``fixture_angle``
+    (every part centred at that angle: a fixture's data, otherwise the free-lying data's). With a sensor, ``<category>/calibration/sensor.json`` records the
     sensor, its distance and the RMS depth error the model predicts there. ``average_frames``
     > 1 writes each part as the station's temporal average of that many captures
     (`edge.sources.averaging`, as ``camera.realsense.average_frames`` records it).
@@ -701,7 +703,7 @@ def write_dataset(
                 gen = SceneGenerator(
                     category, image_size, seed=sub_seed, sensor=spec,
                     distance=_distance_for(distance, category), dent_depth=dent_depth,
-                    dent_diameter=dent_diameter, fixtured=fixtured,
+                    dent_diameter=dent_diameter, fixture_angle=fixture_angle,
                 )
                 type_dir = cat_dir / split / dtype
                 for sub in ("rgb", "xyz") + (("gt",) if split == "test" else ()):
@@ -958,9 +960,15 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     )
     parser.add_argument(
         "--fixtured",
-        action="store_true",
-        help="every part lies in a fixture: angle 0, centred (default: any angle, shifted "
-        "a little); sizes, prints, tilts, defects and noise are the same as without",
+        dest="fixture_angle",
+        type=float,
+        nargs="?",
+        const=0.0,
+        default=None,
+        metavar="DEG",
+        help="every part lies in a fixture, centred, at DEG degrees (default 0: along the "
+        "image's x axis); without it parts lie at any angle, shifted a little. Sizes, prints, "
+        "tilts, defects and noise are the same either way",
     )
     return parser
 
@@ -1034,5 +1042,5 @@ def _write_group(args: argparse.Namespace, cats: list[str], spec: SensorSpec | N
         dent_depth=getattr(args, "dent_depth", (0.002, 0.004)),
         dent_diameter=getattr(args, "dent_diameter", None),
         filters=getattr(args, "filters", None),
-        fixtured=getattr(args, "fixtured", False),
+        fixture_angle=getattr(args, "fixture_angle", None),
     )
