@@ -66,6 +66,8 @@ def test_fixtured_parts_lie_at_one_pose_and_keep_every_other_draw(category):
         centres.append((xs.mean(), ys.mean()))
     # centred: the tilt's perspective moves a part's centroid by a pixel or two, no more
     assert np.abs(np.asarray(centres) - (96 - 1) / 2).max() < 3
+    turned = SceneGenerator(category, 96, seed=4, fixture_angle=30).sample("good")
+    assert turned.angle == pytest.approx(np.radians(30))
 
 
 @pytest.mark.parametrize("category", CATEGORIES)
