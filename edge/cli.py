@@ -116,8 +116,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outline-smoothing", type=float, default=None, metavar="SIGMA",
                    help="working pipeline: σ in model pixels by which the aligned part's "
                    "outline and heights are smoothed, so that a part lying along the camera's "
-                   "grid looks like one lying across it. Default 1.5 when parts are aligned, "
-                   "else 0; recorded in the bundle")
+                   "grid looks like one lying across it (2 as measured in docs/any-shape.md). "
+                   "Default 0 (off); recorded in the bundle")
     p.add_argument("--heights", choices=["camera", "plane"], default=None,
                    help="working pipeline: the 3D image from camera z or from heights above "
                    "the fitted table plane (the table's tilt does not reach the normals). "

@@ -71,19 +71,16 @@ def test_smooth_outline_straightens_teeth_and_keeps_flats() -> None:
     assert same_z is z and same_fg is fg
 
 
-def test_training_chooses_it_for_turned_parts_and_records_it(tmp_path, capsys) -> None:
+def test_training_keeps_it_off_unless_asked_and_records_it(tmp_path) -> None:
     cfg = TrainConfig(data_root=str(tmp_path), category="bracket", preprocess="working",
                       align="auto", outline_smoothing=None)
-    done = resolve_outline_smoothing(cfg)
-    assert done.outline_smoothing == OUTLINE_SMOOTHING
-    assert "outline smoothing" in capsys.readouterr().out
-    assert preprocess_config_for(done.model_copy(update={"image_size": 128})
+    assert resolve_outline_smoothing(cfg).outline_smoothing == 0.0
+    asked = resolve_outline_smoothing(cfg.model_copy(
+        update={"outline_smoothing": OUTLINE_SMOOTHING}))
+    assert asked.outline_smoothing == OUTLINE_SMOOTHING
+    # the station repeats it: the run's preprocessing carries it
+    assert preprocess_config_for(asked.model_copy(update={"image_size": 128})
                                  ).outline_smoothing == OUTLINE_SMOOTHING
-    # a fixtured part is not resampled: nothing to smooth
-    assert resolve_outline_smoothing(cfg.model_copy(update={"align": "none"})
-                                     ).outline_smoothing == 0.0
-    assert resolve_outline_smoothing(cfg.model_copy(update={"outline_smoothing": 0.5})
-                                     ).outline_smoothing == 0.5
     with pytest.raises(ValueError, match="working pipeline only"):
         resolve_outline_smoothing(cfg.model_copy(update={"preprocess": "reference",
                                                          "outline_smoothing": 1.0}))

@@ -100,9 +100,8 @@ class TrainConfig(BaseModel):
     # Runs recorded before it have no key: no outline smoothing.
     outline_smoothing: float | None = Field(
         0.0, ge=0, le=4, description="σ (model px) by which the aligned part's outline and "
-        "heights are smoothed (PreprocessConfig.outline_smoothing); None: "
-        "1.5 when parts are turned to their pose, else 0 "
-        "(trainer.train.resolve_outline_smoothing)",
+        "heights are smoothed (PreprocessConfig.outline_smoothing); None: 0 "
+        "(trainer.train.resolve_outline_smoothing; measured, docs/any-shape.md)",
     )
     align: Literal["none", "principal-axis", "auto"] | None = Field(
         "none", description="pose normalisation of freely lying parts (edge/processing/pose.py); None: "

@@ -410,15 +410,16 @@ def smooth_outline(z: np.ndarray, fg: np.ndarray, sigma: float) -> tuple[np.ndar
     """Heights ``z`` (0 = background) and foreground ``fg`` without the pixel staircase along
     the part's edges: the mask blurred by a Gaussian of ``sigma`` px and cut at one half (a
     straight edge stays where it was, its teeth go), the heights by normalised convolution
-    over the valid pixels, read on the new foreground (a pixel it gains takes its neighbours'
-    height; one it loses becomes background). Steps inside the part (a flange, a hole's rim)
-    lose their teeth the same way. float32 heights, bool foreground; unchanged for σ ≤ 0."""
+    over the valid pixels with half that σ (the rim's and the steps' teeth are a pixel high;
+    a dent keeps its depth), read on the new foreground (a pixel it gains takes its
+    neighbours' height; one it loses becomes background). float32 heights, bool foreground;
+    unchanged for σ ≤ 0."""
     if sigma <= 0:
         return z, fg
     valid = (z != 0).astype(np.float32)
-    num = cv2.GaussianBlur(np.asarray(z, np.float32) * valid, (0, 0), sigma,
+    num = cv2.GaussianBlur(np.asarray(z, np.float32) * valid, (0, 0), sigma / 2,
                            borderType=cv2.BORDER_CONSTANT)
-    den = cv2.GaussianBlur(valid, (0, 0), sigma, borderType=cv2.BORDER_CONSTANT)
+    den = cv2.GaussianBlur(valid, (0, 0), sigma / 2, borderType=cv2.BORDER_CONSTANT)
     inside = cv2.GaussianBlur(np.asarray(fg, np.float32), (0, 0), sigma,
                               borderType=cv2.BORDER_CONSTANT) >= 0.5
     out = np.zeros_like(num)
