@@ -154,8 +154,9 @@ class PreprocessConfig(BaseModel):
         0.0,
         ge=0.0,
         le=4.0,
-        description="'working' only: σ (model-input pixels) by which the part's outline and "
-        "heights are smoothed after the alignment (`smooth_outline`). A part turned onto the "
+        description="'working' only: σ (model-input pixels) by which the part's outline is "
+        "smoothed after the alignment (`smooth_outline`), the heights and mask then warped "
+        "with bilinear weights instead of nearest. A part turned onto the "
         "grid keeps the camera's pixel staircase along every edge, rotated, except when it "
         "lay along the camera's axes: then its edges are clean, and the model had never seen "
         "that (docs/any-shape.md, 'Edges that do not depend on the camera's grid'). 0 = off "
@@ -406,26 +407,33 @@ def bilateral_heights(z: np.ndarray, sigma: float, noise: float) -> np.ndarray:
     return out
 
 
+# σ (px) of the normalised convolution that gives a pixel the smoothed outline gains the heights
+# of the part's pixels around it (a pixel or two away)
+_GAINED_SIGMA = 0.7
+
+
 def smooth_outline(z: np.ndarray, fg: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Heights ``z`` (0 = background) and foreground ``fg`` without the pixel staircase along
-    the part's edges: the mask blurred by a Gaussian of ``sigma`` px and cut at one half (a
-    straight edge stays where it was, its teeth go), the heights by normalised convolution
-    over the valid pixels with half that σ (the rim's and the steps' teeth are a pixel high;
-    a dent keeps its depth), read on the new foreground (a pixel it gains takes its
-    neighbours' height; one it loses becomes background). float32 heights, bool foreground;
+    the part's outline: the mask blurred by a Gaussian of ``sigma`` px and cut at one half (a
+    straight edge stays where it was, its teeth go). The heights are left as they are: a pixel
+    the mask loses becomes background, one it gains takes its neighbours' heights (normalised
+    convolution over the valid pixels, σ `_GAINED_SIGMA`). float32 heights, bool foreground;
     unchanged for σ ≤ 0."""
     if sigma <= 0:
         return z, fg
-    valid = (z != 0).astype(np.float32)
-    num = cv2.GaussianBlur(np.asarray(z, np.float32) * valid, (0, 0), sigma / 2,
-                           borderType=cv2.BORDER_CONSTANT)
-    den = cv2.GaussianBlur(valid, (0, 0), sigma / 2, borderType=cv2.BORDER_CONSTANT)
+    z = np.asarray(z, np.float32)
+    valid = z != 0
     inside = cv2.GaussianBlur(np.asarray(fg, np.float32), (0, 0), sigma,
                               borderType=cv2.BORDER_CONSTANT) >= 0.5
-    out = np.zeros_like(num)
-    keep = inside & (den > 1e-3)
-    out[keep] = num[keep] / den[keep]
-    return out, inside & keep
+    out = np.where(inside & valid, z, np.float32(0.0))
+    gained = inside & ~valid
+    if gained.any():
+        v = valid.astype(np.float32)
+        num = cv2.GaussianBlur(z * v, (0, 0), _GAINED_SIGMA, borderType=cv2.BORDER_CONSTANT)
+        den = cv2.GaussianBlur(v, (0, 0), _GAINED_SIGMA, borderType=cv2.BORDER_CONSTANT)
+        take = gained & (den > 1e-3)
+        out[take] = num[take] / den[take]
+    return out, out != 0
 
 
 def _smoothed(z: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
@@ -571,8 +579,13 @@ def _preprocess_working(
     if turn_deg:
         pose = (pose or Pose.identity(xyz.shape[:2])).turned(turn_deg)
     if pose is not None:  # (the plane and mask need no refit: a pixel warp keeps xyz)
-        rgb, z = pose.warp(rgb), pose.warp(z, nearest=True)
-        fg = pose.warp(fg.view(np.uint8), nearest=True) > 0
+        rgb = pose.warp(rgb)
+        if cfg.outline_smoothing > 0:  # bilinear: a staircase's teeth are half-pixel steps
+            z = pose.warp(z)
+            fg = pose.warp(fg.astype(np.float32)) >= 0.5
+        else:
+            z = pose.warp(z, nearest=True)
+            fg = pose.warp(fg.view(np.uint8), nearest=True) > 0
     z = _smoothed(z * fg, cfg)
     if cfg.outline_smoothing > 0:
         z, fg = smooth_outline(z, fg, cfg.outline_smoothing * g / s)
