@@ -143,18 +143,42 @@ def _corner_point(patch: np.ndarray) -> np.ndarray:
     return patch.reshape(-1, 3).astype(np.float64).sum(axis=0) / count
 
 
+def _corner(xyz: np.ndarray, bottom: bool, right: bool) -> np.ndarray:
+    """`_corner_point` of one corner's 3×3 patch (the reference), or, where the camera returned
+    no depth there, of the smallest square twice, four times … as wide that holds a return: a
+    3×3 patch without one would put the plane through the camera's origin, and every pixel of
+    the table would count as part. Up to a quarter of the frame's side; beyond that raises."""
+    h, w = xyz.shape[:2]
+    k = _CORNER_PATCH
+    while True:
+        rows = slice(h - k, h) if bottom else slice(0, k)
+        cols = slice(w - k, w) if right else slice(0, k)
+        patch = xyz[rows, cols]
+        if np.any(patch[..., 2] != 0):
+            return _corner_point(patch)
+        if 2 * k > max(min(h, w) // 4, _CORNER_PATCH):
+            where = ("bottom" if bottom else "top") + "-" + ("right" if right else "left")
+            raise ValueError(
+                f"no depth in the {where} {k}×{k} corner of the {w}×{h} cloud: the background "
+                "plane is fitted on the view's corners, which must show the table (check the "
+                "camera's exposure and range, or the ROI)")
+        k *= 2
+
+
 def fit_background_plane(xyz: np.ndarray) -> Plane:
     """Plane through the mean points of the top-left, top-right and bottom-left 3×3 corners.
 
     Normal ``n = (p3 − p1) × (p2 − p1)`` and offset ``d = n·p3`` as in the reference code, so the
-    corners of the image must show background (the object must not touch them).
+    corners of the image must show background (the object must not touch them). A corner patch
+    without any depth return grows until it has one (`_corner`); with returns it is the
+    reference's, bit for bit.
     """
     k = _CORNER_PATCH
     if xyz.shape[0] < k or xyz.shape[1] < k:
         raise ValueError(f"cloud too small for plane fitting: {xyz.shape[:2]} < {k}×{k}")
-    p1 = _corner_point(xyz[:k, :k])
-    p2 = _corner_point(xyz[:k, -k:])
-    p3 = _corner_point(xyz[-k:, :k])
+    p1 = _corner(xyz, bottom=False, right=False)
+    p2 = _corner(xyz, bottom=False, right=True)
+    p3 = _corner(xyz, bottom=True, right=False)
     normal = np.cross(p3 - p1, p2 - p1)
     return Plane(normal, float(normal @ p3))
 
