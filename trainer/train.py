@@ -399,9 +399,9 @@ def resolve_depth_filter(cfg: TrainConfig) -> TrainConfig:
 
 
 # σ (model px) of `--outline-smoothing` as measured (docs/any-shape.md, "Edges that do not
-# depend on the camera's grid"): it takes most of the score a part lying along the camera's grid
-# gets for its clean edges, but on the bracket's seed 2 the fused geometry-only AUROC fell
-# (0.968 → 0.920), so it is off unless asked for.
+# depend on the camera's grid"): on the bracket it lifts the 3D branch of the seed whose good
+# test part lies along the camera's grid (0.970 → 0.990) but costs the other seeds their
+# geometry-only rows (1.000 → 0.905, 0.997 → 0.962), so it is off unless asked for.
 OUTLINE_SMOOTHING = 2.0
 
 
