@@ -114,10 +114,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "heights' noise measured on the good training parts; gaussian blurs across "
                    "them (every run before it); recorded in the bundle")
     p.add_argument("--outline-smoothing", type=float, default=None, metavar="SIGMA",
-                   help="working pipeline: σ in model pixels by which the aligned part's "
-                   "outline and heights are smoothed, so that a part lying along the camera's "
-                   "grid looks like one lying across it (2 as measured in docs/any-shape.md). "
-                   "Default 0 (off); recorded in the bundle")
+                   help="working pipeline: the alignment resamples heights and mask "
+                   "bilinearly and the part's outline is smoothed by σ model pixels, so that a "
+                   "part lying along the camera's grid looks like one lying across it (2 as "
+                   "measured in docs/any-shape.md). Default 0 (off); recorded in the bundle")
     p.add_argument("--heights", choices=["camera", "plane"], default=None,
                    help="working pipeline: the 3D image from camera z or from heights above "
                    "the fitted table plane (the table's tilt does not reach the normals). "

@@ -99,8 +99,8 @@ class TrainConfig(BaseModel):
     )
     # Runs recorded before it have no key: no outline smoothing.
     outline_smoothing: float | None = Field(
-        0.0, ge=0, le=4, description="σ (model px) by which the aligned part's outline and "
-        "heights are smoothed (PreprocessConfig.outline_smoothing); None: 0 "
+        0.0, ge=0, le=4, description="σ (model px) by which the aligned part's outline is "
+        "smoothed, its heights and mask warped bilinearly (PreprocessConfig.outline_smoothing); None: 0 "
         "(trainer.train.resolve_outline_smoothing; measured, docs/any-shape.md)",
     )
     align: Literal["none", "principal-axis", "auto"] | None = Field(
