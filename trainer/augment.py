@@ -22,7 +22,15 @@ from typing import Literal
 
 import numpy as np
 
-Augment = Literal["none", "rot90", "rotate"]
+Augment = Literal["none", "rot90", "rotate", "outline"]
+
+# ``outline``: half the training samples are preprocessed with the outline smoothing
+# (`edge.processing.preprocess.smooth_outline`, σ OUTLINE_SIGMA) and half without, so the
+# student sees an aligned part's edges both with the camera's pixel staircase and clean — as a
+# part lying along the camera's grid shows them — while the station preprocesses as always
+# (docs/any-shape.md, "Edges that do not depend on the camera's grid").
+OUTLINE_SIGMA = 2.0
+OUTLINE_SHARE = 0.5
 
 # ``rotate``: a continuous turn of ±ROTATE_DEG after the alignment (issue 13). Alignment leaves
 # a residue (a fraction of a degree on the synthetic parts, more on real ones: a worn edge, a

@@ -14,7 +14,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from edge.datasets.dataset_io import SampleRecord, load_raw
 from edge.processing.preprocess import PreprocessConfig, preprocess, preprocess_normals_png
-from trainer.augment import Augment, continuous_turn, quarter_turns, rotate_raw
+from trainer.augment import (
+    OUTLINE_SHARE,
+    OUTLINE_SIGMA,
+    Augment,
+    continuous_turn,
+    quarter_turns,
+    rotate_raw,
+)
 
 __all__ = ["RGBDDataset", "make_loader"]
 
@@ -68,13 +75,16 @@ class RGBDDataset(Dataset):
         else:
             rgb, xyz = raw.rgb, raw.xyz
             turn = 0.0
+            cfg = self.cfg
             if self.augment == "rot90":
                 k = quarter_turns(self._rng, rgb.shape)
                 rgb, xyz = rotate_raw(rgb, xyz, k)
             elif self.augment == "rotate":
                 turn = continuous_turn(self._rng)
+            elif self.augment == "outline" and self._rng.random() < OUTLINE_SHARE:
+                cfg = cfg.model_copy(update={"outline_smoothing": OUTLINE_SIGMA})
             try:
-                prepared = preprocess(rgb, xyz, self.cfg, turn_deg=turn)
+                prepared = preprocess(rgb, xyz, cfg, turn_deg=turn)
             except ValueError as exc:  # name the file: preprocessing errors do not know it
                 raise ValueError(f"{record.geom_path}: {exc}") from exc
         size = self.cfg.image_size

@@ -112,9 +112,10 @@ class TrainConfig(BaseModel):
         False, description="choose the settings left None (align, sobel_ksize) from the good "
         "training images (trainer/choices.py); run.json records the choice as auto_choices",
     )
-    augment: Literal["none", "rot90", "rotate"] = Field(
+    augment: Literal["none", "rot90", "rotate", "outline"] = Field(
         "none", description="training augmentation: rot90 turns parts by multiples of 90°, "
-        "rotate by a random ±15° after the alignment (trainer/augment.py)"
+        "rotate by a random ±15° after the alignment, outline smooths half the parts' "
+        "aligned edges (trainer/augment.py)"
     )
     # Runs recorded before preprocessing version 2 have no key: they used the reference path.
     preprocess: Literal["reference", "working"] = Field(
