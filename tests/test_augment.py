@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.datasets.dataset_io import list_samples
+from edge.datasets.dataset_io import list_samples, load_raw
 from edge.datasets.synthetic import SceneGenerator
 from edge.processing.preprocess import PreprocessConfig, preprocess
 from trainer.augment import quarter_turns, rotate_raw
@@ -125,3 +125,25 @@ def test_dataset_rotate_is_reproducible_and_moves_the_mask(tmp_path):
     assert not np.array_equal(a[0]["x3d"].numpy(), b["x3d"].numpy())
     assert not np.array_equal(a[0]["mask"].numpy(), plain["mask"].numpy())  # the mask turned
     assert abs(a[0]["mask"].sum() - plain["mask"].sum()) < 0.2 * plain["mask"].sum()
+
+
+def test_dataset_outline_smooths_about_half_the_parts_and_the_station_none(tmp_path):
+    from edge.datasets.synthetic import write_dataset
+    from trainer.augment import OUTLINE_SIGMA
+
+    write_dataset(tmp_path, ("bracket",), 96, n_train=12, n_validation=0, n_test_good=0,
+                  n_test_per_defect=0, seed=3, progress=False)  # fmt: skip
+    records = list_samples(tmp_path, "bracket", "train")
+    cfg = PreprocessConfig(image_size=64, pipeline="working", align="auto", heights="plane")
+    ds = RGBDDataset(records, cfg, augment="outline", seed=1)
+    smoothed = 0
+    for i, rec in enumerate(records):
+        got = ds[i]["x3d"].numpy()
+        raw = load_raw(rec)
+        as_station = preprocess(raw.rgb, raw.xyz, cfg).x3d
+        as_smoothed = preprocess(raw.rgb, raw.xyz, cfg.model_copy(
+            update={"outline_smoothing": OUTLINE_SIGMA})).x3d
+        assert np.array_equal(got, as_station) or np.array_equal(got, as_smoothed)
+        smoothed += np.array_equal(got, as_smoothed)
+    assert 2 <= smoothed <= 10  # about half of 12
+    assert cfg.outline_smoothing == 0.0  # the run's (and the station's) config is unchanged
