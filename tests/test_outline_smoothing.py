@@ -13,10 +13,10 @@ import pytest
 
 from edge.datasets.synthetic import SceneGenerator
 from edge.processing.preprocess import PreprocessConfig, preprocess, smooth_outline
+from trainer.augment import OUTLINE_SIGMA as OUTLINE_SMOOTHING
 from trainer.choices import depth_noise
 from trainer.run import TrainConfig
 from trainer.train import (
-    OUTLINE_SMOOTHING,
     keep_resumed_choices,
     preprocess_config_for,
     resolve_outline_smoothing,

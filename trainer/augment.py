@@ -29,6 +29,7 @@ Augment = Literal["none", "rot90", "rotate", "outline"]
 # student sees an aligned part's edges both with the camera's pixel staircase and clean — as a
 # part lying along the camera's grid shows them — while the station preprocesses as always
 # (docs/any-shape.md, "Edges that do not depend on the camera's grid").
+# The σ (model px) `--outline-smoothing` was measured at, too.
 OUTLINE_SIGMA = 2.0
 OUTLINE_SHARE = 0.5
 

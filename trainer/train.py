@@ -398,16 +398,15 @@ def resolve_depth_filter(cfg: TrainConfig) -> TrainConfig:
     return cfg.model_copy(update=update)
 
 
-# σ (model px) of `--outline-smoothing` as measured (docs/any-shape.md, "Edges that do not
-# depend on the camera's grid"): on the bracket it lifts the 3D branch of the seed whose good
-# test part lies along the camera's grid (0.970 → 0.990) but costs the other seeds their
-# geometry-only rows (1.000 → 0.905, 0.997 → 0.962), so it is off unless asked for.
-OUTLINE_SMOOTHING = 2.0
-
-
 def resolve_outline_smoothing(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``outline_smoothing`` filled in when None: 0 (off; a resumed run already
-    has its own from `keep_resumed_choices`). Refused with the reference pipeline."""
+    has its own from `keep_resumed_choices`). Refused with the reference pipeline.
+
+    Measured at `trainer.augment.OUTLINE_SIGMA` (docs/any-shape.md, "Edges that do not depend
+    on the camera's grid"): on the bracket it lifts the 3D branch of the seed whose good test
+    part lies along the camera's grid (0.970 → 0.990) but costs the other seeds their
+    geometry-only rows (1.000 → 0.905, 0.997 → 0.962), so it is off unless asked for; the
+    same σ on half the training parts only (``--augment outline``) keeps them."""
     if cfg.outline_smoothing and cfg.preprocess != "working":
         raise ValueError(
             "--outline-smoothing applies to the working pipeline only; drop --preprocess "
