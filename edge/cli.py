@@ -128,12 +128,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                    "parts that lie at any angle: principal-axis (elongated parts), auto (any "
                    "shape: outline symmetry, then height or print). Default none; with "
                    "--teacher-weights offline chosen from the good training images")
-    p.add_argument("--augment", choices=["none", "rot90", "rotate", "outline"], default="none",
+    p.add_argument("--augment", choices=["none", "rot90", "rotate", "outline"], default=None,
                    help="rot90: turn each training part by a random multiple of 90° (RGB and "
                    "cloud together); rotate: by a random ±15° after the alignment (for what "
                    "alignment leaves); normals recomputed from the turned part; outline: half "
                    "the parts with their aligned edges smoothed (--outline-smoothing 2), so a "
-                   "part along the camera's grid is not new to the model")
+                   "part along the camera's grid is not new to the model). Default: outline where the "
+                   "working pipeline turns parts to their pose (--align not none), else none")
     p.add_argument("--preprocess", choices=["working", "reference"], default="working",
                    help="working (default): the 3D image is computed at the model's resolution "
                    "over the ROI, so the station's cost follows the model; reference: "

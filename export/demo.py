@@ -18,8 +18,12 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
+
+if TYPE_CHECKING:  # torch-side: imported where it is used
+    from trainer.run import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +33,33 @@ CALIBRATION_FPR = 0.01
 
 
 class DemoRecipe(BaseModel):
-    """The demo's data and training settings: the offline recipe of docs/offline-teachers.md."""
+    """The demo's data and training: `trd-edge train --teacher-weights offline` with nothing
+    else on a synthetic set, so the demo trains what a user's first run trains (input size,
+    region of interest, alignment, Sobel aperture and smoothing chosen from the good images)."""
 
     category: str = "puck"
-    image_size: int = 128  # 96 px misses geometry-only defects on the bracket (0.87 vs 0.95)
+    image_size: int = 128  # side of the synthetic camera's frames (the data's and the station's)
     n_train: int = 48
-    modality: str = "normal"
-    sobel_ksize: int = 3  # per part, like the reference's per-class table (see for_category)
-    backbone: str = "resnet18"
-    epochs: int = 20
-    batch_size: int = 8
     teacher_weights: str = "offline"  # shipped fractal-pretrained teacher, no download
-    align: str = "principal-axis"  # parts lie at any angle on the synthetic conveyor
-    preprocess: str = "working"  # the 3D image at the model's size: cost follows the model
     seed: int = 0
 
     @classmethod
     def for_category(cls, category: str) -> DemoRecipe:
-        """The measured setting per synthetic part (docs/offline-teachers.md): the puck's low, flat
-        top saturates the 5-tap Sobel normals (geometry-only 0.81 vs 1.00 with 3 taps); the
-        bracket needs 5 taps and more views of its orientations."""
+        """The bracket lies at any angle and is not round: more views of its orientations."""
         if category == "bracket":
-            return cls(category=category, sobel_ksize=5, n_train=96)
+            return cls(category=category, n_train=96)
         return cls(category=category)
+
+    def train_config(self, data: Path, run: Path) -> TrainConfig:
+        """`trd-edge train`'s configuration for this recipe, parsed by the CLI itself (its
+        defaults, not a copy of them)."""
+        from edge.cli import build_parser
+        from trainer.cli import train_config_from_args
+
+        argv = ["train", "--data-root", str(data), "--category", self.category,
+                "--out", str(run), "--teacher-weights", self.teacher_weights,
+                "--seed", str(self.seed)]
+        return train_config_from_args(build_parser(argv).parse_args(argv))
 
     def key(self) -> str:
         """Cache key: a changed recipe retrains."""
@@ -81,7 +89,6 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
     from edge.datasets.synthetic import write_dataset
     from export.onnx_export import export_bundle
     from trainer.evaluate import evaluate
-    from trainer.run import TrainConfig
     from trainer.train import train
 
     bundle = workdir / "bundle"
@@ -100,16 +107,9 @@ def prepare_bundle(workdir: Path, recipe: DemoRecipe, retrain: bool = False) -> 
     write_dataset(data, categories=(recipe.category,), image_size=recipe.image_size,
                   n_train=recipe.n_train, n_validation=12, n_test_good=12,
                   n_test_per_defect=8, seed=recipe.seed, progress=True)
-    print(f"[2/4] training TRD ({recipe.backbone}, {recipe.modality}, {recipe.image_size}px, "
-          f"Sobel {recipe.sobel_ksize}, {recipe.epochs} epochs, teacher: {recipe.teacher_weights}, "
-          f"align: {recipe.align}) "
-          f"→ {run}")
-    cfg = TrainConfig(
-        data_root=str(data), category=recipe.category, modality=recipe.modality,
-        backbone=recipe.backbone, image_size=recipe.image_size, epochs=recipe.epochs,
-        batch_size=recipe.batch_size, teacher_weights=recipe.teacher_weights, seed=recipe.seed,
-        align=recipe.align, sobel_ksize=recipe.sobel_ksize, preprocess=recipe.preprocess,
-    )
+    print(f"[2/4] training TRD: trd-edge train --teacher-weights {recipe.teacher_weights} "
+          f"(settings chosen from the good images) → {run}")
+    cfg = recipe.train_config(data, run)
     train(cfg, run)
     res = evaluate(run, data, recipe.category, progress=False)
     per_type = ", ".join(f"{t} {m['image_auroc']:.2f}" for t, m in res["per_defect_type"].items())

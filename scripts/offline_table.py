@@ -41,7 +41,8 @@ def main() -> None:
     p.add_argument("--teacher", default="offline", help="offline | random | PATH")
     p.add_argument("--align", default=None, choices=["none", "principal-axis", "auto"],
                    help="default: chosen from the data with the offline teacher, else none")
-    p.add_argument("--augment", default="none", choices=["none", "rot90", "rotate", "outline"])
+    p.add_argument("--augment", default=None, choices=["none", "rot90", "rotate", "outline"],
+                   help="default: trd-edge train's (outline where parts are turned, else none)")
     p.add_argument("--sobel-ksize", type=int, default=None,
                    help="default: chosen from the data with the offline teacher, else per category")
     p.add_argument("--preprocess", default="working", choices=["working", "reference"])

@@ -147,3 +147,30 @@ def test_dataset_outline_smooths_about_half_the_parts_and_the_station_none(tmp_p
         smoothed += np.array_equal(got, as_smoothed)
     assert 2 <= smoothed <= 10  # about half of 12
     assert cfg.outline_smoothing == 0.0  # the run's (and the station's) config is unchanged
+
+
+def test_outline_is_the_default_where_parts_are_turned(tmp_path, capsys) -> None:
+    """`resolve_augment`: outline for the working pipeline with a pose, none for fixtured parts,
+    the reference pipeline and preprocessed Eyecandies; a resumed run keeps its own (an old
+    run.json without the key: none); outline with the reference pipeline is refused by name."""
+    from conftest_export import write_run_recorded_before
+
+    from trainer.run import TrainConfig
+    from trainer.train import _check_resume, resolve_augment
+
+    assert TrainConfig(data_root="d", category="bracket").augment == "none"  # old runs
+    base = TrainConfig(data_root="d", category="bracket", preprocess="working", align="auto",
+                       augment=None)
+    assert resolve_augment(base, "mvtec3d").augment == "outline"
+    assert "augmentation: outline" in capsys.readouterr().out
+    for update, kind in (({"align": "none"}, "mvtec3d"), ({"preprocess": "reference"}, "mvtec3d"),
+                         ({}, "eyecandies")):
+        assert resolve_augment(base.model_copy(update=update), kind).augment == "none"
+    assert resolve_augment(base.model_copy(update={"augment": "rot90"}), "mvtec3d").augment == "rot90"
+    write_run_recorded_before(tmp_path, base.model_copy(update={"augment": "none"}), "augment")
+    resumed = resolve_augment(base, "mvtec3d", tmp_path)
+    assert resumed.augment == "none"
+    _check_resume(tmp_path, resumed)  # the same configuration: no RunError
+    with pytest.raises(ValueError, match="--augment outline applies to the working pipeline"):
+        resolve_augment(base.model_copy(update={"augment": "outline", "preprocess": "reference"}),
+                        "mvtec3d")

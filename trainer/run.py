@@ -112,10 +112,13 @@ class TrainConfig(BaseModel):
         False, description="choose the settings left None (align, sobel_ksize) from the good "
         "training images (trainer/choices.py); run.json records the choice as auto_choices",
     )
-    augment: Literal["none", "rot90", "rotate", "outline"] = Field(
+    # The default is what runs recorded without the key did; None (the CLI's) is chosen at
+    # training (trainer.train.resolve_augment).
+    augment: Literal["none", "rot90", "rotate", "outline"] | None = Field(
         "none", description="training augmentation: rot90 turns parts by multiples of 90°, "
         "rotate by a random ±15° after the alignment, outline smooths half the parts' "
-        "aligned edges (trainer/augment.py)"
+        "aligned edges (trainer/augment.py); None: outline where the working pipeline turns "
+        "parts to their pose, else none"
     )
     # Runs recorded before preprocessing version 2 have no key: they used the reference path.
     preprocess: Literal["reference", "working"] = Field(

@@ -191,6 +191,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     cfg = resolve_depth_smoothing(cfg)
     cfg = resolve_depth_filter(cfg)
     cfg = resolve_outline_smoothing(cfg)
+    cfg = resolve_augment(cfg, kind, Path(out))
     cfg = resolve_score_region(cfg, kind, Path(out))
     cfg = resolve_score_fusion(cfg, Path(out))
     with determinism(cfg.deterministic):
@@ -415,6 +416,38 @@ def resolve_outline_smoothing(cfg: TrainConfig) -> TrainConfig:
     if cfg.outline_smoothing is not None:
         return cfg
     return cfg.model_copy(update={"outline_smoothing": 0.0})
+
+
+def resolve_augment(cfg: TrainConfig, kind: str, out: Path | None = None) -> TrainConfig:
+    """``cfg`` with ``augment`` filled in when None (printed; after the alignment is chosen): a
+    run being resumed keeps its recorded one; else "outline" where the working pipeline turns
+    parts to their pose, "none" otherwise. ``outline`` with the reference pipeline or
+    preprocessed Eyecandies is refused by name.
+
+    A turned part's edges are resampled at the angle it lay at; a good part that lay along the
+    camera's grid shows clean edges the model never saw, and the bracket's seed 2 scored one as
+    a dent. Smoothing the outline of half the training parts (``trainer.augment``) teaches both
+    (docs/any-shape.md, "Edges that do not depend on the camera's grid"). A fixtured part's
+    edges always fall the same way (no turn): nothing to teach."""
+    if cfg.augment == "outline" and cfg.preprocess != "working":
+        raise ValueError(
+            "--augment outline applies to the working pipeline only (the reference pipeline "
+            "computes the authors' 3D image): drop --preprocess reference or --augment outline"
+        )
+    if cfg.augment is not None:
+        return cfg
+    resumed = _resumed_config(out)
+    if resumed is not None:
+        augment, why = resumed.augment or "none", "the resumed run's"
+    elif cfg.preprocess == "working" and (cfg.align or "none") != "none" and kind != "eyecandies":
+        augment, why = "outline", ("parts are turned to their pose: half the training parts "
+                                   "with smoothed edges, so a part along the camera's grid is "
+                                   "not new")
+    else:
+        augment, why = "none", ("no turn, the reference pipeline or preprocessed normals: "
+                                "edges fall as in training")
+    print(f"augmentation: {augment} ({why}; --augment overrides)", flush=True)
+    return cfg.model_copy(update={"augment": augment})
 
 
 def _train(
