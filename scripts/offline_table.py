@@ -56,9 +56,11 @@ def main() -> None:
     p.add_argument("--depth-filter", default=None, choices=["gaussian", "bilateral"])
     p.add_argument("--score-fusion", default=None, choices=["sum", "max"])
     p.add_argument("--outline-smoothing", type=float, default=None)
-    p.add_argument("--fixtured", action="store_true",
-                   help="the data's parts lie in a fixture: angle 0, centred (trd-edge synth "
-                   "--fixtured); the data folder gets a -fix suffix")
+    p.add_argument("--fixtured", dest="fixture_angle", type=float, nargs="?", const=0.0,
+                   default=None, metavar="DEG",
+                   help="the data's parts lie in a fixture, centred, at DEG degrees (default 0; "
+                   "trd-edge synth --fixtured [DEG]); the data folder gets a -fix suffix (-fixDEG "
+                   "for another angle)")
     p.add_argument("--data-size", type=int, default=None,
                    help="render the data at this size (default: --image-size, or 192)")
     p.add_argument("--jsonl", type=Path, default=None)
@@ -68,14 +70,16 @@ def main() -> None:
           "both | fused I-AUROC | P-AUROC | AUPRO@0.3 | train s | scored on |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     data_size = a.data_size or a.image_size or 192
+    fix = ("" if a.fixture_angle is None
+           else "-fix" if a.fixture_angle == 0 else f"-fix{a.fixture_angle:g}")
     for seed in a.seeds:
         data = a.out / (f"data-{data_size}-n{a.n_train}-s{seed}"
-                        + ("-fix" if a.fixtured else ""))
+                        + fix)
         if not data.is_dir():  # 20 good + 20 per defect type in test: AUROC steps of 1/400
             write_dataset(data, categories=CATEGORIES, image_size=data_size,
                           n_train=a.n_train, n_validation=12, n_test_good=20,
                           n_test_per_defect=20, seed=seed, progress=False,
-                          fixture_angle=0.0 if a.fixtured else None)
+                          fixture_angle=a.fixture_angle)
         for cat in a.categories:
             tag = (f"{cat}-{a.teacher.replace('/', '_')}-{a.align}-{a.augment}-{a.image_size}"
                    f"-d{data_size}-{a.preprocess}-k{a.sobel_ksize}"
@@ -84,7 +88,7 @@ def main() -> None:
                    + ("" if a.depth_filter is None else f"-f{a.depth_filter}")
                    + ("" if a.score_fusion is None else f"-u{a.score_fusion}")
                    + ("" if a.outline_smoothing is None else f"-o{a.outline_smoothing:g}")
-                   + ("-fix" if a.fixtured else "")
+                   + fix
                    + f"-s{seed}")
             run = a.out / f"run-{tag}"
             cfg = TrainConfig(
