@@ -174,3 +174,12 @@ def test_outline_is_the_default_where_parts_are_turned(tmp_path, capsys) -> None
     with pytest.raises(ValueError, match="--augment outline applies to the working pipeline"):
         resolve_augment(base.model_copy(update={"augment": "outline", "preprocess": "reference"}),
                         "mvtec3d")
+    # `train` refuses it before reading any data (here there is none: no dataset error first)
+    from trainer.train import train
+
+    both = base.model_copy(update={"augment": "outline", "preprocess": "reference",
+                                   "heights": "plane", "data_root": str(tmp_path / "absent")})
+    with pytest.raises(ValueError, match="--heights plane and --augment outline apply to the "
+                       "working pipeline only"):
+        train(both, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

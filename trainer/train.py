@@ -182,6 +182,7 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     """
     if cfg.image_size is not None and cfg.image_size % 32:
         raise ValueError(f"--image-size {cfg.image_size} is not a multiple of 32 (try 256)")
+    refuse_working_only(cfg)  # before any data is read
     kind = dataset_kind(cfg.data_root, cfg.category)
     cfg, epochs_source = resolve_epochs(cfg, kind)
     cfg = resolve_fill_dropouts(cfg, Path(out))  # before the choices: they see its inputs
@@ -196,6 +197,28 @@ def train(cfg: TrainConfig, out: str | Path, progress: bool = True) -> Path:
     cfg = resolve_score_fusion(cfg, Path(out))
     with determinism(cfg.deterministic):
         return _train(cfg, Path(out), kind, epochs_source, progress, choices)
+
+
+def refuse_working_only(cfg: TrainConfig) -> None:
+    """Raise ValueError naming the flag and the fix when ``cfg`` asks the reference pipeline
+    (the authors' 3D image from camera z) for a setting only the working pipeline has. `train`
+    calls it before reading any data; each resolver calls it too."""
+    if cfg.preprocess == "working":
+        return
+    asked = [flag for flag, on in (
+        ("--heights plane", cfg.heights == "plane"),
+        ("--depth-filter bilateral", cfg.depth_filter == "bilateral"),
+        ("--outline-smoothing", bool(cfg.outline_smoothing)),
+        ("--augment outline", cfg.augment == "outline"),
+    ) if on]
+    if asked:
+        raise ValueError(
+            f"{' and '.join(asked)} {'applies' if len(asked) == 1 else 'apply'} to the working "
+            "pipeline only (the reference pipeline computes the authors' 3D image from camera "
+            f"z): drop --preprocess reference or {' and '.join(asked)}"
+            + (" (--depth-filter gaussian smooths on the reference pipeline)"
+               if cfg.depth_filter == "bilateral" else "")
+        )
 
 
 def resolve_choices(cfg: TrainConfig) -> tuple[TrainConfig, AutoChoices | None]:
@@ -255,12 +278,7 @@ def resolve_heights(cfg: TrainConfig) -> TrainConfig:
     run already has its own from `keep_resumed_choices`): `trainer.choices.heights_for`,
     printed. Heights above the table with the reference pipeline are refused (it computes the
     authors' 3D image)."""
-    if cfg.heights == "plane" and cfg.preprocess != "working":
-        raise ValueError(
-            "--heights plane applies to the working pipeline only: the reference pipeline "
-            "computes the authors' normals from camera z; drop --preprocess reference or "
-            "--heights plane"
-        )
+    refuse_working_only(cfg)
     if cfg.heights is not None:
         return cfg
     heights = heights_for(cfg.preprocess, cfg.align or "none")
@@ -372,11 +390,7 @@ def resolve_depth_filter(cfg: TrainConfig) -> TrainConfig:
     the reference one) and, for a bilateral filter that smooths, ``depth_noise`` (None: measured
     on the good training parts, `trainer.choices.depth_noise`) filled in; printed. A resumed
     run already has both from `keep_resumed_choices`."""
-    if cfg.depth_filter == "bilateral" and cfg.preprocess != "working":
-        raise ValueError(
-            "--depth-filter bilateral applies to the working pipeline only; drop "
-            "--preprocess reference or use --depth-filter gaussian"
-        )
+    refuse_working_only(cfg)
     kind = cfg.depth_filter or ("bilateral" if cfg.preprocess == "working" else "gaussian")
     update: dict = {"depth_filter": kind}
     if kind == "bilateral" and cfg.depth_smoothing and cfg.depth_noise is None:
@@ -408,11 +422,7 @@ def resolve_outline_smoothing(cfg: TrainConfig) -> TrainConfig:
     part lies along the camera's grid (0.970 → 0.990) but costs the other seeds their
     geometry-only rows (1.000 → 0.905, 0.997 → 0.962), so it is off unless asked for; the
     same σ on half the training parts only (``--augment outline``) keeps them."""
-    if cfg.outline_smoothing and cfg.preprocess != "working":
-        raise ValueError(
-            "--outline-smoothing applies to the working pipeline only; drop --preprocess "
-            "reference or --outline-smoothing"
-        )
+    refuse_working_only(cfg)
     if cfg.outline_smoothing is not None:
         return cfg
     return cfg.model_copy(update={"outline_smoothing": 0.0})
@@ -429,11 +439,7 @@ def resolve_augment(cfg: TrainConfig, kind: str, out: Path | None = None) -> Tra
     a dent. Smoothing the outline of half the training parts (``trainer.augment``) teaches both
     (docs/any-shape.md, "Edges that do not depend on the camera's grid"). A fixtured part's
     edges always fall the same way (no turn): nothing to teach."""
-    if cfg.augment == "outline" and cfg.preprocess != "working":
-        raise ValueError(
-            "--augment outline applies to the working pipeline only (the reference pipeline "
-            "computes the authors' 3D image): drop --preprocess reference or --augment outline"
-        )
+    refuse_working_only(cfg)
     if cfg.augment is not None:
         return cfg
     resumed = _resumed_config(out)
