@@ -373,12 +373,18 @@ def choose_sobel(raws: list, base: PreprocessConfig) -> SobelChoice:
     )
 
 
+def turns_parts(pipeline: str, align: str | None) -> bool:
+    """Whether the pipeline turns each part to its pose: the working pipeline with an alignment.
+    The defaults that exist for turned parts (`heights_for`, `trainer.train.resolve_augment`)
+    follow it; a fixtured part's inputs stay as before, the reference pipeline is the authors'."""
+    return pipeline == "working" and (align or "none") != "none"
+
+
 def heights_for(pipeline: str, align: str) -> Literal["camera", "plane"]:
     """What the 3D image is computed from when the user left it open: heights above the table
-    for the working pipeline when parts are turned to their pose (the table's tilt would reach
-    each turned part from another side), camera z otherwise (a fixtured part's inputs stay
-    exactly as before; the reference pipeline is the authors')."""
-    return "plane" if pipeline == "working" and align != "none" else "camera"
+    where parts are turned (`turns_parts`: the table's tilt would reach each turned part from
+    another side), camera z otherwise."""
+    return "plane" if turns_parts(pipeline, align) else "camera"
 
 
 def choose_from_data(

@@ -33,6 +33,7 @@ from trainer.choices import (
     heights_for,
     model_px_per_frame_px,
     spread_sample,
+    turns_parts,
 )
 from trainer.data import make_loader
 from trainer.inference import calibrate_on
@@ -445,7 +446,7 @@ def resolve_augment(cfg: TrainConfig, kind: str, out: Path | None = None) -> Tra
     resumed = _resumed_config(out)
     if resumed is not None:
         augment, why = resumed.augment or "none", "the resumed run's"
-    elif cfg.preprocess == "working" and (cfg.align or "none") != "none" and kind != "eyecandies":
+    elif turns_parts(cfg.preprocess, cfg.align) and kind != "eyecandies":
         augment, why = "outline", ("parts are turned to their pose: half the training parts "
                                    "with smoothed edges, so a part along the camera's grid is "
                                    "not new")
